@@ -1,0 +1,277 @@
+//! The one error type of the library.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::{Fence, LeaseKey, LeaseRecord};
+
+/// A boxed error from a backend's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The store operations, as named in errors and reports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum Op {
+    /// [`LeaseStore::claim`](crate::LeaseStore::claim)
+    Claim,
+    /// [`LeaseStore::reclaim`](crate::LeaseStore::reclaim)
+    Reclaim,
+    /// [`LeaseStore::renew`](crate::LeaseStore::renew)
+    Renew,
+    /// [`LeaseStore::release`](crate::LeaseStore::release)
+    Release,
+    /// [`LeaseStore::inspect`](crate::LeaseStore::inspect)
+    Inspect,
+    /// [`LeaseStore::put_marker`](crate::LeaseStore::put_marker)
+    PutMarker,
+    /// [`LeaseStore::delete_marker`](crate::LeaseStore::delete_marker)
+    DeleteMarker,
+    /// [`LeaseStore::get_marker`](crate::LeaseStore::get_marker)
+    GetMarker,
+    /// [`LeaseStore::guarded_write`](crate::LeaseStore::guarded_write)
+    GuardedWrite,
+    /// [`LeaseStore::read_guarded`](crate::LeaseStore::read_guarded)
+    ReadGuarded,
+    /// [`LeaseStore::wait_free`](crate::LeaseStore::wait_free)
+    Wait,
+}
+
+impl Op {
+    /// Whether the operation changes the store, so that a lost reply leaves
+    /// its outcome unknown.
+    pub fn is_mutating(self) -> bool {
+        !matches!(
+            self,
+            Op::Inspect | Op::GetMarker | Op::ReadGuarded | Op::Wait
+        )
+    }
+
+    /// The operation's name in snake case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Claim => "claim",
+            Op::Reclaim => "reclaim",
+            Op::Renew => "renew",
+            Op::Release => "release",
+            Op::Inspect => "inspect",
+            Op::PutMarker => "put_marker",
+            Op::DeleteMarker => "delete_marker",
+            Op::GetMarker => "get_marker",
+            Op::GuardedWrite => "guarded_write",
+            Op::ReadGuarded => "read_guarded",
+            Op::Wait => "wait_free",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that can go wrong with a lease. Busy is not here: it is an
+/// outcome of a claim ([`Claim::Busy`](crate::Claim::Busy)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// A key broke a key rule; refused before any I/O.
+    #[error("invalid lease key {key:?}: {rule}")]
+    InvalidKey {
+        /// The text offered as a key.
+        key: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+
+    /// A holder broke a holder rule; refused before any I/O.
+    #[error("invalid holder {holder:?}: {rule}")]
+    InvalidHolder {
+        /// The holder offered, as `id#incarnation`.
+        holder: String,
+        /// The rule it broke.
+        rule: String,
+    },
+
+    /// A TTL the backend cannot grant: zero, below its minimum or above its
+    /// maximum. Never silently clamped.
+    #[error("invalid TTL {ttl:?} for lease {key}: {rule}")]
+    InvalidTtl {
+        /// The lease the TTL was asked for.
+        key: LeaseKey,
+        /// The TTL asked for.
+        ttl: Duration,
+        /// The rule it broke.
+        rule: String,
+    },
+
+    /// A marker or guarded value the backend cannot store.
+    #[error("invalid value for {key}: {rule}")]
+    InvalidValue {
+        /// The key the value was for.
+        key: LeaseKey,
+        /// The rule it broke.
+        rule: String,
+    },
+
+    /// The fence is not the current live grant: released, expired,
+    /// superseded or never granted. `current` is what the store holds now.
+    #[error("lease lost: {fence} is no longer the live grant (now: {})", describe(.current))]
+    Lost {
+        /// The fence presented.
+        fence: Fence,
+        /// The live grant on the key now, if any.
+        current: Option<LeaseRecord>,
+    },
+
+    /// The key holds something that is not a lease record of this library.
+    /// A claim repairs it by takeover, with a higher token.
+    #[error("lease record for {key} is corrupt: {detail}")]
+    Corrupt {
+        /// The key whose record is corrupt.
+        key: LeaseKey,
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// A marker is already set to another value.
+    #[error("marker {key} is already set to {existing:?}")]
+    Conflict {
+        /// The marker's key.
+        key: LeaseKey,
+        /// The value it holds.
+        existing: String,
+    },
+
+    /// The call did not complete in time. For a mutating call the outcome is
+    /// unknown ([`LeaseError::is_indeterminate`]).
+    #[error("{op} on {key} timed out after {after:?}")]
+    Timeout {
+        /// The operation.
+        op: Op,
+        /// The key it was about.
+        key: LeaseKey,
+        /// The limit that ran out.
+        after: Duration,
+    },
+
+    /// The backend failed. `indeterminate` is set when the request may have
+    /// reached the server (connection lost after sending).
+    #[error("{backend} failed during {op} on {key}{}: {source}", if *.indeterminate { " (outcome unknown)" } else { "" })]
+    Backend {
+        /// The backend's name: `redis`, `etcd`, …
+        backend: &'static str,
+        /// The operation.
+        op: Op,
+        /// The key it was about.
+        key: LeaseKey,
+        /// Whether the request may have taken effect.
+        indeterminate: bool,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A fenced resource refused a write carrying a token older than one it
+    /// has already accepted.
+    #[error(
+        "fenced write refused: {fence} is older than token {highest} already accepted by {resource}"
+    )]
+    StaleFence {
+        /// The resource that refused the write.
+        resource: String,
+        /// The fence presented.
+        fence: Fence,
+        /// The highest token the resource has accepted.
+        highest: crate::FencingToken,
+    },
+}
+
+fn describe(current: &Option<LeaseRecord>) -> String {
+    match current {
+        None => "free".to_owned(),
+        Some(r) => format!(
+            "held by {} with token {}, {:?} left",
+            r.holder, r.token, r.remaining
+        ),
+    }
+}
+
+impl LeaseError {
+    /// Whether a mutating call may or may not have taken effect. The caller
+    /// can inspect, or retry the same claim: a claim by the current holder
+    /// returns its own grant with the same token.
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            LeaseError::Timeout { op, .. } => op.is_mutating(),
+            LeaseError::Backend {
+                indeterminate, op, ..
+            } => *indeterminate && op.is_mutating(),
+            _ => false,
+        }
+    }
+
+    /// Whether this is [`LeaseError::Lost`].
+    pub fn is_lost(&self) -> bool {
+        matches!(self, LeaseError::Lost { .. })
+    }
+
+    /// A backend failure, for adapters.
+    pub fn backend(
+        backend: &'static str,
+        op: Op,
+        key: &LeaseKey,
+        indeterminate: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        LeaseError::Backend {
+            backend,
+            op,
+            key: key.clone(),
+            indeterminate,
+            source: source.into(),
+        }
+    }
+}
+
+/// Runs `call` with a time limit: past `limit` it gives
+/// [`LeaseError::Timeout`] naming `op` and `key`. Every backend call goes
+/// through this.
+pub async fn with_timeout<T>(
+    op: Op,
+    key: &LeaseKey,
+    limit: Duration,
+    call: impl Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(LeaseError::Timeout {
+            op,
+            key: key.clone(),
+            after: limit,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mutating_timeouts_are_indeterminate() {
+        let key = LeaseKey::new("k").unwrap();
+        let t = |op| LeaseError::Timeout {
+            op,
+            key: key.clone(),
+            after: Duration::from_secs(1),
+        };
+        assert!(t(Op::Claim).is_indeterminate());
+        assert!(t(Op::Release).is_indeterminate());
+        assert!(!t(Op::Inspect).is_indeterminate());
+        let io = std::io::Error::other("reset");
+        assert!(LeaseError::backend("x", Op::Renew, &key, true, io).is_indeterminate());
+        let io = std::io::Error::other("refused");
+        assert!(!LeaseError::backend("x", Op::Renew, &key, false, io).is_indeterminate());
+    }
+}

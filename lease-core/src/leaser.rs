@@ -1,0 +1,271 @@
+//! Holding a lease: acquire, keep alive in the background, signal loss.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Claim, DynLeaseStore, Fence, Holder, LeaseError, LeaseKey, LeaseRecord};
+
+/// Acquires leases for one holder and keeps them alive.
+///
+/// A held lease is renewed every `renew_every` (a third of the TTL by
+/// default), so two renewals can fail before the lease is at risk. Failed
+/// renewals that may be transient (timeouts, connection errors) are retried
+/// until the deadline; a refused renewal ([`LeaseError::Lost`]) or a
+/// deadline reached without a successful renewal ends the lease and cancels
+/// its [`HeldLease::lost`] token at once.
+#[derive(Clone, Debug)]
+pub struct Leaser {
+    store: DynLeaseStore,
+    holder: Holder,
+    ttl: Duration,
+    renew_every: Duration,
+    retry_every: Duration,
+}
+
+impl Leaser {
+    /// A leaser for `holder` on `store`, granting leases of `ttl`.
+    pub fn new(store: DynLeaseStore, holder: Holder, ttl: Duration) -> Self {
+        Self {
+            store,
+            holder,
+            ttl,
+            renew_every: ttl / 3,
+            retry_every: (ttl / 10).max(Duration::from_millis(1)),
+        }
+    }
+
+    /// Renew this often instead of every third of the TTL.
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.renew_every = every;
+        self
+    }
+
+    /// After a renewal that failed transiently, try again this soon (a tenth
+    /// of the TTL by default).
+    pub fn retry_every(mut self, every: Duration) -> Self {
+        self.retry_every = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The holder this leaser claims as.
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// Claims `key` once: held, or busy with the current record.
+    ///
+    /// # Errors
+    /// The store's errors for [`claim`](crate::LeaseStore::claim).
+    pub async fn try_acquire(&self, key: &LeaseKey) -> Result<Acquire, LeaseError> {
+        match self.store.claim(key, &self.holder, self.ttl).await? {
+            Claim::Acquired(grant) => Ok(Acquire::Held(HeldLease::start(self, grant))),
+            Claim::Busy(record) => Ok(Acquire::Busy(record)),
+        }
+    }
+
+    /// Claims `key`, waiting up to `wait` for it to become free (by the
+    /// store's notification, not polling). Busy with the last record seen if
+    /// `wait` runs out.
+    ///
+    /// # Errors
+    /// The store's errors for claim and wait.
+    pub async fn acquire(&self, key: &LeaseKey, wait: Duration) -> Result<Acquire, LeaseError> {
+        let give_up = Instant::now() + wait;
+        loop {
+            match self.try_acquire(key).await? {
+                Acquire::Held(lease) => return Ok(Acquire::Held(lease)),
+                Acquire::Busy(record) => {
+                    let left = give_up.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Acquire::Busy(record));
+                    }
+                    // Free or not, claim again: someone else may win the race.
+                    self.store.wait_free(key, left).await?;
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of [`Leaser::try_acquire`] and [`Leaser::acquire`].
+#[derive(Debug)]
+#[must_use]
+pub enum Acquire {
+    /// The lease is ours and kept alive.
+    Held(HeldLease),
+    /// Someone else holds it.
+    Busy(LeaseRecord),
+}
+
+impl Acquire {
+    /// The held lease, if acquired.
+    pub fn held(self) -> Option<HeldLease> {
+        match self {
+            Acquire::Held(lease) => Some(lease),
+            Acquire::Busy(_) => None,
+        }
+    }
+}
+
+/// Why a held lease was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// The store refused a renewal: the grant was released, expired or
+    /// superseded. Carries the record the store holds now.
+    Refused(Option<LeaseRecord>),
+    /// The deadline came before any renewal succeeded (the store did not
+    /// answer, or only with errors).
+    DeadlinePassed,
+}
+
+/// A lease held and kept alive in the background.
+///
+/// Its [`lost`](HeldLease::lost) token is cancelled the moment the holder
+/// must stop acting as owner: a renewal was refused, the deadline passed
+/// without a successful renewal, or the lease was released or dropped.
+/// Dropping it stops renewing without releasing: the grant then runs out by
+/// its TTL. Call [`HeldLease::release`] to end it at once.
+#[derive(Debug)]
+pub struct HeldLease {
+    fence: Fence,
+    store: DynLeaseStore,
+    deadline: watch::Receiver<Instant>,
+    lost: CancellationToken,
+    reason: Arc<Mutex<Option<LostReason>>>,
+    task: JoinHandle<()>,
+}
+
+impl HeldLease {
+    fn start(leaser: &Leaser, grant: crate::Grant) -> Self {
+        let (deadline_tx, deadline) = watch::channel(grant.deadline);
+        let lost = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        let keeper = Keeper {
+            store: leaser.store.clone(),
+            fence: grant.fence.clone(),
+            ttl: leaser.ttl,
+            renew_every: leaser.renew_every,
+            retry_every: leaser.retry_every,
+            deadline: deadline_tx,
+            lost: lost.clone(),
+            reason: reason.clone(),
+        };
+        Self {
+            fence: grant.fence,
+            store: leaser.store.clone(),
+            deadline,
+            lost,
+            reason,
+            task: tokio::spawn(keeper.run()),
+        }
+    }
+
+    /// The proof of the grant, to present with guarded writes.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The current deadline on this process's monotonic clock: the holder
+    /// must stop acting as owner by then unless a renewal moves it.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.borrow()
+    }
+
+    /// Cancelled the moment the lease is lost, released or dropped. Clone it
+    /// into the work done under the lease.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Whether the lease is no longer held.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Why the lease was lost, once it was.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Stops renewing and releases the grant. Returns whether the store
+    /// released anything (false when it had already been lost).
+    ///
+    /// # Errors
+    /// The store's errors for [`release`](crate::LeaseStore::release); the
+    /// lease is treated as ended either way.
+    pub async fn release(self) -> Result<bool, LeaseError> {
+        self.task.abort();
+        self.lost.cancel();
+        self.store.release(&self.fence).await
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.lost.cancel();
+    }
+}
+
+/// The background task that renews one grant.
+struct Keeper {
+    store: DynLeaseStore,
+    fence: Fence,
+    ttl: Duration,
+    renew_every: Duration,
+    retry_every: Duration,
+    deadline: watch::Sender<Instant>,
+    lost: CancellationToken,
+    reason: Arc<Mutex<Option<LostReason>>>,
+}
+
+impl Keeper {
+    async fn run(self) {
+        let mut next_renewal = Instant::now() + self.renew_every;
+        loop {
+            let deadline = *self.deadline.borrow();
+            tokio::select! {
+                biased;
+                () = sleep_until(deadline) => return self.lose(LostReason::DeadlinePassed),
+                () = sleep_until(next_renewal) => {}
+            }
+            let outcome = tokio::select! {
+                biased;
+                () = sleep_until(deadline) => return self.lose(LostReason::DeadlinePassed),
+                outcome = self.store.renew(&self.fence, self.ttl) => outcome,
+            };
+            match outcome {
+                Ok(grant) => {
+                    // A renewal sent before the current deadline was set
+                    // cannot move it backwards.
+                    self.deadline.send_modify(|d| *d = (*d).max(grant.deadline));
+                    next_renewal = Instant::now() + self.renew_every;
+                }
+                Err(LeaseError::Lost { current, .. }) => {
+                    return self.lose(LostReason::Refused(current));
+                }
+                Err(error) => {
+                    tracing::warn!(fence = %self.fence, %error, "lease renewal failed; retrying");
+                    next_renewal = Instant::now() + self.retry_every;
+                }
+            }
+        }
+    }
+
+    fn lose(&self, reason: LostReason) {
+        tracing::warn!(fence = %self.fence, ?reason, "lease lost");
+        *self
+            .reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
+        self.lost.cancel();
+    }
+}

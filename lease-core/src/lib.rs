@@ -1,0 +1,81 @@
+//! Fenced leases: at most one owner at a time, and fencing tokens for the
+//! times that goes wrong.
+//!
+//! A *lease* is a named, time-limited grant held by one [`Holder`]. Every
+//! fresh grant carries a [`FencingToken`] greater than every token handed out
+//! on that key before. A holder that outlives its grant without knowing (a
+//! GC pause, a partition) is stopped downstream: resources remember the
+//! highest token they have accepted and refuse older ones
+//! ([`FencedResource`]).
+//!
+//! # Design
+//!
+//! - **One trait, many stores.** [`LeaseStore`] is an object-safe async trait
+//!   with one required method per operation of the contract: claim, reclaim,
+//!   renew, release, inspect, markers, guarded writes and wait. Backends live
+//!   in their own crates (`lease-redis`, `lease-etcd`); [`MemoryStore`] is the
+//!   in-process reference. Everything else is written once, against
+//!   [`DynLeaseStore`]: [`Leaser`], [`Round`], [`LeaseStore::check`].
+//! - **Server time decides.** A grant's TTL is counted by the store's clock.
+//!   The holder's own [`Grant::deadline`] is the instant *it sent* the request
+//!   plus the granted TTL, on its monotonic clock: until then nobody else can
+//!   be granted the key, and at it the holder must stop acting as owner
+//!   whether or not it has heard anything. [`HeldLease::lost`] fires there.
+//! - **Ambiguity is explicit.** Busy is an outcome ([`Claim::Busy`]), not an
+//!   error. A mutating call whose reply was lost says so through
+//!   [`LeaseError::is_indeterminate`]; retrying the same claim is safe, since
+//!   a claim by the current holder returns its own grant with the same token.
+//! - **Validation before I/O.** Keys ([`LeaseKey`]), holders and TTLs
+//!   ([`Capabilities::grant_ttl`]) are checked before anything is sent, with
+//!   errors that name the value and the rule. TTLs may be rounded *up* to a
+//!   backend's granularity (the grant reports what was granted); zero, below
+//!   the minimum and above the maximum are errors, never clamped.
+//! - **Bounded memory.** Tokens increase per key for the life of the store
+//!   while the store keeps only live and recently ended records — no counter
+//!   per key that lives forever.
+//! - **Every call has a time limit.** Backends run each call through
+//!   [`with_timeout`], so a hung connection becomes [`LeaseError::Timeout`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use lease_core::{Acquire, Holder, LeaseKey, Leaser, MemoryStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lease_core::LeaseError> {
+//! let store = Arc::new(MemoryStore::new());
+//! let leaser = Leaser::new(store, Holder::unique("worker-1")?, Duration::from_secs(10));
+//! let key = LeaseKey::from_segments(["jobs", "nightly export"])?;
+//! if let Acquire::Held(lease) = leaser.try_acquire(&key).await? {
+//!     let lost = lease.lost();
+//!     tokio::select! {
+//!         () = lost.cancelled() => { /* stop: someone else may own it now */ }
+//!         () = async { /* the work, writing with lease.fence().token */ } => {}
+//!     }
+//!     lease.release().await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod error;
+mod fenced;
+mod key;
+mod leaser;
+mod memory;
+mod round;
+mod store;
+mod types;
+
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use error::{BoxError, LeaseError, Op, with_timeout};
+pub use fenced::FencedResource;
+pub use key::{LeaseKey, MAX_KEY_LEN};
+pub use leaser::{Acquire, HeldLease, Leaser, LostReason};
+pub use memory::MemoryStore;
+pub use round::Round;
+pub use store::{Capabilities, DynLeaseStore, LeaseStore};
+pub use types::{Claim, Fence, FencingToken, Grant, Holder, LeaseRecord, MAX_HOLDER_PART_LEN};
+
+pub use async_trait::async_trait;
+pub use tokio_util::sync::CancellationToken;

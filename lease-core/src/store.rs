@@ -1,0 +1,263 @@
+//! The store trait every backend implements, and the capabilities it declares.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::types::round_up;
+use crate::{Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord};
+
+/// A shared, type-erased store: what the helpers and the suite take.
+pub type DynLeaseStore = Arc<dyn LeaseStore>;
+
+/// What a backend can do, so callers and the conformance suite can time
+/// their checks. Capabilities never switch a rule off.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The backend's name, as used in errors (`memory`, `redis`, `etcd`).
+    pub backend: &'static str,
+    /// The smallest TTL granted; a smaller one is [`LeaseError::InvalidTtl`].
+    pub min_ttl: Duration,
+    /// The largest TTL granted; a larger one is [`LeaseError::InvalidTtl`].
+    pub max_ttl: Duration,
+    /// TTLs are rounded up to a multiple of this (etcd: one second).
+    pub ttl_granularity: Duration,
+    /// How long after `reply + ttl` an expired grant may still look live
+    /// (expiry checks that run periodically, clock rate differences).
+    pub expiry_slack: Duration,
+    /// The largest marker or guarded value, in bytes.
+    pub max_value_len: usize,
+}
+
+impl Capabilities {
+    /// Capabilities with millisecond TTLs from 1 ms to 30 days, no slack and
+    /// values up to 64 KiB; adjust with the `with_*` methods.
+    pub fn new(backend: &'static str) -> Self {
+        Self {
+            backend,
+            min_ttl: Duration::from_millis(1),
+            max_ttl: Duration::from_secs(30 * 24 * 3600),
+            ttl_granularity: Duration::from_millis(1),
+            expiry_slack: Duration::ZERO,
+            max_value_len: 64 * 1024,
+        }
+    }
+
+    /// Sets [`Capabilities::min_ttl`].
+    pub fn with_min_ttl(mut self, min_ttl: Duration) -> Self {
+        self.min_ttl = min_ttl;
+        self
+    }
+
+    /// Sets [`Capabilities::max_ttl`].
+    pub fn with_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Sets [`Capabilities::ttl_granularity`].
+    pub fn with_ttl_granularity(mut self, granularity: Duration) -> Self {
+        self.ttl_granularity = granularity;
+        self
+    }
+
+    /// Sets [`Capabilities::expiry_slack`].
+    pub fn with_expiry_slack(mut self, slack: Duration) -> Self {
+        self.expiry_slack = slack;
+        self
+    }
+
+    /// Sets [`Capabilities::max_value_len`].
+    pub fn with_max_value_len(mut self, len: usize) -> Self {
+        self.max_value_len = len;
+        self
+    }
+
+    /// The TTL a backend grants for `ttl`: rounded up to the granularity.
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidTtl`] naming `key` when `ttl` is zero, below the
+    /// minimum or above the maximum. Nothing is clamped.
+    pub fn grant_ttl(&self, key: &LeaseKey, ttl: Duration) -> Result<Duration, LeaseError> {
+        let rule = if ttl.is_zero() {
+            Some("a TTL must be greater than zero".to_owned())
+        } else if ttl < self.min_ttl {
+            Some(format!(
+                "below the {} minimum of {:?}",
+                self.backend, self.min_ttl
+            ))
+        } else if ttl > self.max_ttl {
+            Some(format!(
+                "above the {} maximum of {:?}",
+                self.backend, self.max_ttl
+            ))
+        } else {
+            None
+        };
+        match rule {
+            Some(rule) => Err(LeaseError::InvalidTtl {
+                key: key.clone(),
+                ttl,
+                rule,
+            }),
+            None => Ok(round_up(ttl, self.ttl_granularity).min(self.max_ttl)),
+        }
+    }
+
+    /// Checks a marker or guarded value's size.
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidValue`] naming `key` when `len` is over
+    /// [`Capabilities::max_value_len`].
+    pub fn check_value(&self, key: &LeaseKey, len: usize) -> Result<(), LeaseError> {
+        if len > self.max_value_len {
+            return Err(LeaseError::InvalidValue {
+                key: key.clone(),
+                rule: format!(
+                    "{len} bytes is over the {} limit of {} bytes",
+                    self.backend, self.max_value_len
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A lease store: the operations of the lease contract on one backend.
+///
+/// Every method has a time limit and fails with [`LeaseError::Timeout`] past
+/// it; a mutating call that failed with its outcome unknown says so through
+/// [`LeaseError::is_indeterminate`]. TTLs are counted by the store's clock,
+/// never the caller's wall clock. Leases, markers and guarded values live in
+/// three separate key spaces: the same [`LeaseKey`] may name one of each.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
+    /// What this backend can do: TTL limits and rounding, expiry slack.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Claims `key` for `holder` for `ttl`.
+    ///
+    /// Acquired, with a fresh grant and a token greater than every token
+    /// handed out on `key` before, when the key has no live grant: never
+    /// claimed, released, expired, or holding a corrupt record (repaired by
+    /// the takeover). When `holder` (same id *and* incarnation) already holds
+    /// the live grant, acquired again with the same token, a refreshed TTL
+    /// and `fresh == false`: a claim whose reply was lost can be retried.
+    /// Otherwise busy with the live record.
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidTtl`] for a TTL the backend cannot grant;
+    /// [`LeaseError::Timeout`] / [`LeaseError::Backend`] on failure.
+    async fn claim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError>;
+
+    /// Like [`LeaseStore::claim`], but takes over a *live* grant as well, if
+    /// and only if the current record is still exactly `observed`
+    /// (compare-and-swap). The takeover gets a higher token. If a newer grant
+    /// has replaced `observed`, busy with that newer record (unless it is
+    /// `holder`'s own, which is returned as by a claim).
+    ///
+    /// # Errors
+    /// As [`LeaseStore::claim`].
+    async fn reclaim(
+        &self,
+        observed: &Fence,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError>;
+
+    /// Extends the grant `fence` proves by `ttl` from now, keeping its token.
+    /// Never revives an expired grant, even if nobody claimed the key since.
+    ///
+    /// # Errors
+    /// [`LeaseError::Lost`], carrying the current record, when `fence` is not
+    /// the live grant (released, expired, superseded, unknown);
+    /// [`LeaseError::InvalidTtl`]; timeouts and backend errors.
+    async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError>;
+
+    /// Ends the grant `fence` proves, if it is the current one; never touches
+    /// a newer grant. Idempotent. Returns whether it released anything.
+    ///
+    /// # Errors
+    /// Timeouts and backend errors only.
+    async fn release(&self, fence: &Fence) -> Result<bool, LeaseError>;
+
+    /// The live grant on `key`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`LeaseError::Corrupt`] naming the key when its record cannot be
+    /// parsed — distinct from `None`, so "corrupt" and "never claimed" differ.
+    async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError>;
+
+    /// Sets a TTL-less marker (a "poison" flag). Succeeds when the marker is
+    /// absent or already holds `value`.
+    ///
+    /// # Errors
+    /// [`LeaseError::Conflict`] with the existing value when it holds another.
+    async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError>;
+
+    /// Deletes a marker if it holds `value`. An absent marker is fine
+    /// (`Ok(false)`).
+    ///
+    /// # Errors
+    /// [`LeaseError::Conflict`] with the existing value when it holds another.
+    async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError>;
+
+    /// The marker's value, if set.
+    ///
+    /// # Errors
+    /// Timeouts and backend errors only.
+    async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError>;
+
+    /// Writes `value` under `target` in the guarded key space, atomically
+    /// with checking that `fence` is the current live grant: the check and
+    /// the write are one server-side step.
+    ///
+    /// # Errors
+    /// [`LeaseError::Lost`] (and nothing written) when `fence` is not the
+    /// live grant; [`LeaseError::InvalidValue`] for an oversized value.
+    async fn guarded_write(
+        &self,
+        fence: &Fence,
+        target: &LeaseKey,
+        value: &[u8],
+    ) -> Result<(), LeaseError>;
+
+    /// The value last written under `target` by [`LeaseStore::guarded_write`].
+    ///
+    /// # Errors
+    /// Timeouts and backend errors only.
+    async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError>;
+
+    /// Resolves `Ok(true)` once `key` has no live grant (released, expired or
+    /// never claimed), `Ok(false)` if `timeout` passes first. Woken by
+    /// notification where the backend has it, with a timed re-check so a
+    /// missed notification or a silent expiry still wakes it.
+    ///
+    /// # Errors
+    /// [`LeaseError::Corrupt`] is *not* returned: a corrupt record counts as
+    /// free. Backend errors that outlast the timeout are returned.
+    async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError>;
+
+    /// Whether `fence` is still the current live grant: what a holder asks
+    /// just before acting. A `true` is only as good as the holder's deadline;
+    /// downstream writes should still carry the token.
+    ///
+    /// # Errors
+    /// Timeouts and backend errors; a corrupt record is `Ok(false)`.
+    async fn check(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        match self.inspect(&fence.key).await {
+            Ok(record) => Ok(record.is_some_and(|record| record.is(fence))),
+            // A corrupt record is nobody's live grant.
+            Err(LeaseError::Corrupt { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+}
