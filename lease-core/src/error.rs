@@ -120,9 +120,9 @@ pub enum LeaseError {
     #[error("lease lost: {fence} is no longer the live grant (now: {})", describe(.current))]
     Lost {
         /// The fence presented.
-        fence: Fence,
+        fence: Box<Fence>,
         /// The live grant on the key now, if any.
-        current: Option<LeaseRecord>,
+        current: Option<Box<LeaseRecord>>,
     },
 
     /// The key holds something that is not a lease record of this library.
@@ -182,13 +182,13 @@ pub enum LeaseError {
         /// The resource that refused the write.
         resource: String,
         /// The fence presented.
-        fence: Fence,
+        fence: Box<Fence>,
         /// The highest token the resource has accepted.
         highest: crate::FencingToken,
     },
 }
 
-fn describe(current: &Option<LeaseRecord>) -> String {
+fn describe(current: &Option<Box<LeaseRecord>>) -> String {
     match current {
         None => "free".to_owned(),
         Some(r) => format!(
@@ -209,6 +209,14 @@ impl LeaseError {
                 indeterminate, op, ..
             } => *indeterminate && op.is_mutating(),
             _ => false,
+        }
+    }
+
+    /// [`LeaseError::Lost`] for `fence`, with the record the store holds now.
+    pub fn lost(fence: &Fence, current: Option<LeaseRecord>) -> Self {
+        LeaseError::Lost {
+            fence: Box::new(fence.clone()),
+            current: current.map(Box::new),
         }
     }
 

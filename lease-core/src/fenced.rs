@@ -44,7 +44,7 @@ impl<T> FencedResource<T> {
         {
             return Err(LeaseError::StaleFence {
                 resource: self.name.clone(),
-                fence: fence.clone(),
+                fence: Box::new(fence.clone()),
                 highest,
             });
         }

@@ -1,5 +1,6 @@
 //! Holding a lease: acquire, keep alive in the background, signal loss.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,12 @@ use crate::{Claim, DynLeaseStore, Fence, Holder, LeaseError, LeaseKey, LeaseReco
 /// until the deadline; a refused renewal ([`LeaseError::Lost`]) or a
 /// deadline reached without a successful renewal ends the lease and cancels
 /// its [`HeldLease::lost`] token at once.
+///
+/// A leaser and its clones hold a key at most once: while a [`HeldLease`]
+/// from it is alive, acquiring the same key again is busy, even though the
+/// store would hand the holder its own grant back. Outside that, a claim that
+/// returns the holder's own grant (a retry after an indeterminate error)
+/// is held as usual.
 #[derive(Clone, Debug)]
 pub struct Leaser {
     store: DynLeaseStore,
@@ -25,6 +32,7 @@ pub struct Leaser {
     ttl: Duration,
     renew_every: Duration,
     retry_every: Duration,
+    held: Arc<Mutex<HashSet<LeaseKey>>>,
 }
 
 impl Leaser {
@@ -36,6 +44,18 @@ impl Leaser {
             ttl,
             renew_every: ttl / 3,
             retry_every: (ttl / 10).max(Duration::from_millis(1)),
+            held: Arc::default(),
+        }
+    }
+
+    /// The same leaser (same holder, same set of held keys) granting leases
+    /// of `ttl`, renewed every third of it.
+    pub fn with_ttl(&self, ttl: Duration) -> Self {
+        Self {
+            ttl,
+            renew_every: ttl / 3,
+            retry_every: (ttl / 10).max(Duration::from_millis(1)),
+            ..self.clone()
         }
     }
 
@@ -62,8 +82,25 @@ impl Leaser {
     /// # Errors
     /// The store's errors for [`claim`](crate::LeaseStore::claim).
     pub async fn try_acquire(&self, key: &LeaseKey) -> Result<Acquire, LeaseError> {
+        if lock(&self.held).contains(key) {
+            // Held here already: report that grant without refreshing it.
+            if let Some(record) = self.store.inspect(key).await? {
+                return Ok(Acquire::Busy(record));
+            }
+        }
         match self.store.claim(key, &self.holder, self.ttl).await? {
-            Claim::Acquired(grant) => Ok(Acquire::Held(HeldLease::start(self, grant))),
+            Claim::Acquired(grant) => {
+                if !lock(&self.held).insert(key.clone()) {
+                    let record = LeaseRecord {
+                        key: key.clone(),
+                        holder: self.holder.clone(),
+                        token: grant.token(),
+                        remaining: grant.ttl,
+                    };
+                    return Ok(Acquire::Busy(record));
+                }
+                Ok(Acquire::Held(HeldLease::start(self, grant)))
+            }
             Claim::Busy(record) => Ok(Acquire::Busy(record)),
         }
     }
@@ -138,6 +175,7 @@ pub struct HeldLease {
     lost: CancellationToken,
     reason: Arc<Mutex<Option<LostReason>>>,
     task: JoinHandle<()>,
+    held: Arc<Mutex<HashSet<LeaseKey>>>,
 }
 
 impl HeldLease {
@@ -162,6 +200,7 @@ impl HeldLease {
             lost,
             reason,
             task: tokio::spawn(keeper.run()),
+            held: leaser.held.clone(),
         }
     }
 
@@ -189,10 +228,7 @@ impl HeldLease {
 
     /// Why the lease was lost, once it was.
     pub fn lost_reason(&self) -> Option<LostReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.reason).clone()
     }
 
     /// Stops renewing and releases the grant. Returns whether the store
@@ -202,17 +238,28 @@ impl HeldLease {
     /// The store's errors for [`release`](crate::LeaseStore::release); the
     /// lease is treated as ended either way.
     pub async fn release(self) -> Result<bool, LeaseError> {
+        self.stop();
+        self.store.release(&self.fence).await
+    }
+
+    fn stop(&self) {
         self.task.abort();
         self.lost.cancel();
-        self.store.release(&self.fence).await
+        lock(&self.held).remove(&self.fence.key);
     }
 }
 
 impl Drop for HeldLease {
     fn drop(&mut self) {
-        self.task.abort();
-        self.lost.cancel();
+        self.stop();
     }
+}
+
+/// Every lock here guards a value a panic cannot leave half-written.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The background task that renews one grant.
@@ -250,7 +297,7 @@ impl Keeper {
                     next_renewal = Instant::now() + self.renew_every;
                 }
                 Err(LeaseError::Lost { current, .. }) => {
-                    return self.lose(LostReason::Refused(current));
+                    return self.lose(LostReason::Refused(current.map(|record| *record)));
                 }
                 Err(error) => {
                     tracing::warn!(fence = %self.fence, %error, "lease renewal failed; retrying");
@@ -262,10 +309,7 @@ impl Keeper {
 
     fn lose(&self, reason: LostReason) {
         tracing::warn!(fence = %self.fence, ?reason, "lease lost");
-        *self
-            .reason
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
+        *lock(&self.reason) = Some(reason);
         self.lost.cancel();
     }
 }

@@ -253,10 +253,7 @@ impl LeaseStore for MemoryStore {
         let mut state = self.state();
         match self.live(&state, &fence.key) {
             Some(current) if current.is(fence) => Ok(self.refresh(&mut state, fence, ttl, sent)),
-            current => Err(LeaseError::Lost {
-                fence: fence.clone(),
-                current,
-            }),
+            current => Err(LeaseError::lost(fence, current)),
         }
     }
 
@@ -332,10 +329,7 @@ impl LeaseStore for MemoryStore {
                 state.guarded.insert(target.clone(), value.to_vec());
                 Ok(())
             }
-            current => Err(LeaseError::Lost {
-                fence: fence.clone(),
-                current,
-            }),
+            current => Err(LeaseError::lost(fence, current)),
         }
     }
 

@@ -154,7 +154,7 @@ async fn renew_refuses_released_superseded_and_unknown_fences() {
     let err = store.renew(&old, TTL).await.unwrap_err();
     match err {
         LeaseError::Lost { fence, current } => {
-            assert_eq!(fence, old);
+            assert_eq!(*fence, old);
             assert_eq!(current.unwrap().fence(), newer.fence);
         }
         other => panic!("{other}"),
