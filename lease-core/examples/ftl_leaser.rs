@@ -73,7 +73,10 @@ async fn main() -> Result<(), LeaseError> {
     let memory = MemoryStore::new();
     let leaser = ClientLeaser::new(Arc::new(memory.clone()), Holder::unique("runner-1")?);
     let key = system_key(&["runner", "deployment-reservation", "dpl-1"])?;
-    println!("a module's key: {}", module_key("idv", &["user", "bob smith"])?);
+    println!(
+        "a module's key: {}",
+        module_key("idv", &["user", "bob smith"])?
+    );
     let (lease, context) = leaser.acquire_lease(&key, MIN_TTL).await.expect("free");
     println!("holding {key} with token {}", lease.fence().token);
     match leaser.acquire_lease(&key, Duration::from_secs(1)).await {

@@ -1,0 +1,135 @@
+//! `lease-conformance TARGET`: runs the conformance suite against the
+//! in-memory store, a Redis server or an etcd cluster, prints a table and
+//! exits non-zero on any failure.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use lease_conformance::{Factory, MemoryFactory, Outcome, Subject, all_cases, report, run_cases};
+use lease_core::BoxError;
+
+/// Run the lease conformance suite against a backend.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// `memory`, `redis://HOST:PORT[/DB]` or `etcd://HOST:PORT[,HOST:PORT...]`.
+    target: String,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write a JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Run only the cases whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Cases run at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Sequences for the state-machine test (overrides LEASE_CONFORMANCE_CASES).
+    #[arg(long)]
+    cases: Option<u32>,
+    /// List the cases and the rules they check, then exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
+    if target == "memory" {
+        return Ok(Arc::new(MemoryFactory));
+    }
+    let scheme = target.split("://").next().unwrap_or_default();
+    Err(format!(
+        "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB] or etcd://HOST:PORT (scheme {scheme:?} is not built in)"
+    ))
+}
+
+/// A factory whose subjects use the command line's sizes.
+struct Tuned {
+    inner: Arc<dyn Factory>,
+    property_cases: Option<u32>,
+}
+
+#[async_trait::async_trait]
+impl Factory for Tuned {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let mut subject = self.inner.open().await?;
+        if let Some(cases) = self.property_cases {
+            subject.settings.property_cases = cases;
+        }
+        Ok(subject)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let mut cases = all_cases();
+    if let Some(filter) = &args.filter {
+        cases.retain(|case| case.name.contains(filter.as_str()));
+    }
+    if args.list {
+        for case in &cases {
+            println!("{:<48} {}", case.name, case.rule.trim());
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    let factory = match factory(&args.target) {
+        Ok(factory) => Arc::new(Tuned {
+            inner: factory,
+            property_cases: args.cases,
+        }),
+        Err(why) => {
+            eprintln!("lease-conformance: {why}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let total = cases.len();
+    eprintln!("lease-conformance: {total} cases against {}", args.target);
+    let mut done = 0;
+    let reports = runtime.block_on(run_cases(factory, cases, args.jobs, |r| {
+        done += 1;
+        eprintln!(
+            "[{done:>3}/{total}] {:<7} {} ({:.2}s)",
+            r.outcome.label(),
+            r.name,
+            r.seconds
+        );
+    }));
+    print!("{}", report::table(&reports));
+    let _ = std::io::stdout().flush();
+    for (path, text) in [
+        (
+            &args.junit,
+            args.junit
+                .as_ref()
+                .map(|_| report::junit(&args.target, &reports)),
+        ),
+        (
+            &args.json,
+            args.json
+                .as_ref()
+                .map(|_| report::json(&args.target, &reports)),
+        ),
+    ] {
+        if let (Some(path), Some(text)) = (path, text)
+            && let Err(why) = report::write(path, &text)
+        {
+            eprintln!("lease-conformance: {why}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    if reports
+        .iter()
+        .any(|r| matches!(r.outcome, Outcome::Failed(_)))
+    {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

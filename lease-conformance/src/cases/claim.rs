@@ -1,0 +1,135 @@
+//! Claim: free keys are granted with a new, higher token; live ones are busy.
+
+use lease_core::{Claim, LeaseError};
+
+use crate::check::{acquire, holder, key, timed_claim};
+use crate::{CaseError, ensure};
+
+cases! {
+    /// A claim on a key never claimed is acquired: fresh, with the TTL granted (rounded up, never down), visible to inspect.
+    async fn claim_acquires_a_free_key(s) {
+        let t = s.timing();
+        let (k, a) = (key("claim/free"), holder("a", "1"));
+        let grant = acquire(&*s.store, &k, &a, t.ttl).await?.value;
+        ensure!(grant.fresh, "a first grant must be fresh: {grant:?}");
+        ensure!(grant.fence.holder == a && grant.fence.key == k, "grant names the wrong key/holder: {grant:?}");
+        ensure!(grant.ttl >= t.ttl, "granted {:?}, less than the {:?} asked for", grant.ttl, t.ttl);
+        let record = s.store.inspect(&k).await?;
+        ensure!(record.as_ref().is_some_and(|r| r.is(&grant.fence)), "inspect does not show the grant: {record:?}");
+        Ok(())
+    }
+
+    /// A live grant makes every other holder's claim busy, with the live record.
+    async fn claim_is_busy_while_another_holds(s) {
+        let t = s.timing();
+        let k = key("claim/busy");
+        let grant = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        match s.store.claim(&k, &holder("b", "1"), t.long_ttl).await? {
+            Claim::Busy(record) => ensure!(record.is(&grant.fence), "busy with the wrong record: {record:?}"),
+            Claim::Acquired(g) => ensure!(false, "b was granted a key a holds: {g:?}"),
+        }
+        Ok(())
+    }
+
+    /// The same holder id with another incarnation is another holder: busy.
+    async fn claim_by_other_incarnation_is_busy(s) {
+        let t = s.timing();
+        let k = key("claim/incarnation");
+        acquire(&*s.store, &k, &holder("w", "boot-1"), t.long_ttl).await?;
+        let outcome = s.store.claim(&k, &holder("w", "boot-2"), t.long_ttl).await?;
+        ensure!(outcome.busy().is_some(), "a restarted holder inherited the grant: {outcome:?}");
+        Ok(())
+    }
+
+    /// A claim by the current holder (same id and incarnation) succeeds again with the same token, not fresh, and refreshes the TTL: a claim whose reply was lost can be retried.
+    async fn claim_by_current_holder_keeps_token(s) {
+        let t = s.timing();
+        let (k, a) = (key("claim/again"), holder("a", "1"));
+        let first = acquire(&*s.store, &k, &a, t.ttl).await?;
+        tokio::time::sleep(t.ttl * 3 / 4).await;
+        let again = acquire(&*s.store, &k, &a, t.ttl).await?;
+        ensure!(again.value.token() == first.value.token(), "token changed on re-claim: {:?} then {:?}", first.value.token(), again.value.token());
+        ensure!(!again.value.fresh, "a re-claim must say it was not fresh");
+        // Past the first grant's end, the refreshed one is still live.
+        tokio::time::sleep_until(first.replied + t.ttl + t.slack + std::time::Duration::from_millis(20)).await;
+        if tokio::time::Instant::now() < again.sent + t.ttl {
+            ensure!(s.store.check(&again.value.fence).await?, "the re-claim did not refresh the TTL");
+        }
+        Ok(())
+    }
+
+    /// After a release, the next grant on the key gets a higher token.
+    async fn claim_after_release_gets_higher_token(s) {
+        let t = s.timing();
+        let k = key("claim/after-release");
+        let first = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        ensure!(s.store.release(&first.fence).await?, "release of the live grant released nothing");
+        let second = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        ensure!(second.fresh, "a grant after release must be fresh");
+        ensure!(second.token() > first.token(), "token {} after release is not above {}", second.token(), first.token());
+        Ok(())
+    }
+
+    /// A grant expires by the store's clock; the next grant gets a higher token.
+    async fn claim_after_expiry_gets_higher_token(s) {
+        let t = s.timing();
+        let k = key("claim/after-expiry");
+        let first = acquire(&*s.store, &k, &holder("a", "1"), t.ttl).await?;
+        t.sleep_past_expiry(first.replied, first.value.ttl).await;
+        let second = acquire(&*s.store, &k, &holder("b", "1"), t.ttl).await?.value;
+        ensure!(second.token() > first.value.token(), "token {} after expiry is not above {}", second.token(), first.value.token());
+        Ok(())
+    }
+
+    /// A corrupt record counts as no live grant: a claim takes it over, repairing it, with a token above every earlier one.
+    async fn claim_repairs_a_corrupt_record(s) {
+        let t = s.timing();
+        let k = key("claim/corrupt");
+        let before = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        match s.hooks.plant_corrupt_record(&k).await {
+            None => return Err(CaseError::NotRun("the factory offers no plant_corrupt_record hook".into())),
+            Some(planted) => planted.map_err(|e| CaseError::Failed(format!("planting failed: {e}")))?,
+        }
+        let repaired = acquire(&*s.store, &k, &holder("b", "1"), t.long_ttl).await?.value;
+        ensure!(repaired.token() > before.token(), "token {} after repair is not above {}", repaired.token(), before.token());
+        let record = s.store.inspect(&k).await?;
+        ensure!(record.is_some_and(|r| r.is(&repaired.fence)), "the record was not repaired");
+        Ok(())
+    }
+
+    /// Tokens keep increasing across a server restart that loses the data.
+    async fn tokens_increase_across_server_restart(s) {
+        let t = s.timing();
+        let k = key("claim/restart");
+        let before = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        match s.hooks.restart_server().await {
+            None => return Err(CaseError::NotRun("the factory offers no restart_server hook".into())),
+            Some(done) => done.map_err(|e| CaseError::Failed(format!("restart failed: {e}")))?,
+        }
+        // The first calls after a restart may meet a reconnecting client.
+        let mut last_error = None;
+        for _ in 0..50 {
+            match timed_claim(&*s.store, &k, &holder("b", "1"), t.long_ttl).await {
+                Ok(claimed) => {
+                    return match claimed.value {
+                        // With persistence the old grant survives: also correct.
+                        Claim::Busy(record) => {
+                            ensure!(record.is(&before.fence), "after restart, busy with an unknown grant: {record:?}");
+                            Ok(())
+                        }
+                        Claim::Acquired(after) => {
+                            ensure!(after.token() > before.token(), "token {} after restart is not above {}", after.token(), before.token());
+                            Ok(())
+                        }
+                    };
+                }
+                Err(e @ (LeaseError::Backend { .. } | LeaseError::Timeout { .. })) => {
+                    last_error = Some(e);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CaseError::Failed(format!("the store did not recover from the restart: {last_error:?}")))
+    }
+}

@@ -1,0 +1,63 @@
+//! Inspect: the live record, none, or a corrupt-record error naming the key.
+
+use lease_core::{LeaseError, LeaseKey};
+
+use crate::check::{acquire, holder, key};
+use crate::{CaseError, ensure};
+
+cases! {
+    /// Inspect of a key never claimed is none.
+    async fn inspect_of_a_free_key_is_none(s) {
+        let record = s.store.inspect(&key("inspect/never")).await?;
+        ensure!(record.is_none(), "a key never claimed shows {record:?}");
+        Ok(())
+    }
+
+    /// Inspect shows the live grant's holder, token, and time left (positive, at most the TTL granted).
+    async fn inspect_shows_holder_token_and_time_left(s) {
+        let t = s.timing();
+        let (k, a) = (key("inspect/live"), holder("a", "1"));
+        let grant = acquire(&*s.store, &k, &a, t.long_ttl).await?.value;
+        let record = s.store.inspect(&k).await?.ok_or_else(|| CaseError::Failed("no record for a live grant".into()))?;
+        ensure!(record.key == k && record.holder == a && record.token == grant.token(), "wrong record {record:?} for {grant:?}");
+        ensure!(!record.remaining.is_zero() && record.remaining <= grant.ttl, "time left {:?} outside (0, {:?}]", record.remaining, grant.ttl);
+        Ok(())
+    }
+
+    /// A record that cannot be parsed is an error naming the key — distinct from none.
+    async fn inspect_reports_a_corrupt_record(s) {
+        let k = key("inspect/corrupt");
+        match s.hooks.plant_corrupt_record(&k).await {
+            None => return Err(CaseError::NotRun("the factory offers no plant_corrupt_record hook".into())),
+            Some(planted) => planted.map_err(|e| CaseError::Failed(format!("planting failed: {e}")))?,
+        }
+        match s.store.inspect(&k).await {
+            Err(LeaseError::Corrupt { key, .. }) => ensure!(key == k, "the error names {key}, not {k}"),
+            other => ensure!(false, "inspect of a corrupt record gave {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Keys are stored exactly: escaped segments, non-ASCII text and 512-byte keys come back as they went in, and keys that share a prefix do not collide.
+    async fn keys_are_stored_exactly(s) {
+        let t = s.timing();
+        let a = holder("a", "1");
+        let long = "k".repeat(lease_core::MAX_KEY_LEN);
+        let keys = [
+            LeaseKey::from_segments(["with space", "and/slash", "100%"]).expect("valid"),
+            key("ünïcødé/日本/🔒"),
+            key(&long),
+            key("prefix"),
+            key("prefix/child"),
+            key("a:b{c}"),
+        ];
+        for k in &keys {
+            acquire(&*s.store, k, &a, t.long_ttl).await?;
+        }
+        for k in &keys {
+            let record = s.store.inspect(k).await?;
+            ensure!(record.as_ref().is_some_and(|r| r.key == *k), "inspect({k}) gave {record:?}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! The behaviour cases: one per rule of the contract, each named for the
+//! behaviour and documented with the rule it checks.
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+use crate::{CaseResult, Subject};
+
+/// A case as the runner sees it.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The case's name (its function's name).
+    pub name: &'static str,
+    /// The rule it checks (its doc line).
+    pub rule: &'static str,
+    /// Runs it.
+    pub run: fn(Arc<Subject>) -> BoxFuture<'static, CaseResult>,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Case({})", self.name)
+    }
+}
+
+/// Declares cases: each becomes a `pub async fn` taking the subject, and an
+/// entry of the module's `CASES` with its doc as the rule.
+macro_rules! cases {
+    ($(
+        $(#[doc = $doc:literal])+
+        async fn $name:ident($subject:ident) $body:block
+    )*) => {
+        $(
+            $(#[doc = $doc])+
+            pub async fn $name($subject: &$crate::Subject) -> $crate::CaseResult $body
+        )*
+
+        pub(crate) const CASES: &[$crate::Case] = &[$(
+            $crate::Case {
+                name: stringify!($name),
+                rule: concat!($($doc),+),
+                run: |subject| Box::pin(async move { $name(&subject).await }),
+            }
+        ),*];
+    };
+}
+
+pub mod claim;
+pub mod guarded;
+pub mod helpers;
+pub mod inspect;
+pub mod markers;
+pub mod reclaim;
+pub mod release;
+pub mod renew;
+pub mod wait;
+
+/// Every case, in report order.
+pub fn all() -> Vec<Case> {
+    [
+        claim::CASES,
+        reclaim::CASES,
+        renew::CASES,
+        release::CASES,
+        inspect::CASES,
+        markers::CASES,
+        guarded::CASES,
+        wait::CASES,
+        helpers::CASES,
+        crate::properties::CASES,
+    ]
+    .concat()
+}

@@ -1,0 +1,472 @@
+//! Random sequences of operations from several holders over a few keys,
+//! checked step by step against the model. Failures shrink to a minimal
+//! sequence, printed in the report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lease_core::{
+    Claim, DynLeaseStore, Fence, FencingToken, Holder, LeaseError, LeaseKey, LeaseStore,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use tokio::time::Instant;
+
+use super::model::{Model, Status};
+use crate::Timing;
+
+const KEYS: usize = 2;
+/// `a#1` and `a#2` share an id: the model must keep them apart.
+const HOLDERS: [(&str, &str); 3] = [("a", "1"), ("a", "2"), ("b", "1")];
+
+/// One step of a sequence. Indices pick keys, holders and earlier fences.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Claim {
+        key: usize,
+        holder: usize,
+        ttl: u8,
+    },
+    Reclaim {
+        key: usize,
+        holder: usize,
+        observed: usize,
+        ttl: u8,
+    },
+    Renew {
+        key: usize,
+        fence: usize,
+        ttl: u8,
+    },
+    Release {
+        key: usize,
+        fence: usize,
+    },
+    Inspect {
+        key: usize,
+    },
+    GuardedWrite {
+        key: usize,
+        fence: usize,
+        value: u8,
+    },
+    PutMarker {
+        key: usize,
+        value: u8,
+    },
+    DeleteMarker {
+        key: usize,
+        value: u8,
+    },
+    GetMarker {
+        key: usize,
+    },
+    /// Sleep `quarters` quarters of the base TTL.
+    Sleep {
+        quarters: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let key = 0..KEYS;
+    let holder = 0..HOLDERS.len();
+    let ttl = 1u8..=3;
+    let pick = 0usize..8;
+    prop_oneof![
+        4 => (key.clone(), holder.clone(), ttl.clone()).prop_map(|(key, holder, ttl)| Step::Claim { key, holder, ttl }),
+        2 => (key.clone(), holder, pick.clone(), ttl.clone()).prop_map(|(key, holder, observed, ttl)| Step::Reclaim { key, holder, observed, ttl }),
+        3 => (key.clone(), pick.clone(), ttl).prop_map(|(key, fence, ttl)| Step::Renew { key, fence, ttl }),
+        2 => (key.clone(), pick.clone()).prop_map(|(key, fence)| Step::Release { key, fence }),
+        2 => key.clone().prop_map(|key| Step::Inspect { key }),
+        1 => (key.clone(), pick, 0u8..4).prop_map(|(key, fence, value)| Step::GuardedWrite { key, fence, value }),
+        1 => (key.clone(), 0u8..2).prop_map(|(key, value)| Step::PutMarker { key, value }),
+        1 => (key.clone(), 0u8..2).prop_map(|(key, value)| Step::DeleteMarker { key, value }),
+        1 => key.prop_map(|key| Step::GetMarker { key }),
+        2 => (1u8..=3).prop_map(|quarters| Step::Sleep { quarters }),
+    ]
+}
+
+/// Runs the state-machine test: `cases` random sequences of up to `steps`
+/// steps. Returns the number of sequences tried, or the shrunk failure.
+pub(crate) async fn run(
+    store: DynLeaseStore,
+    timing: Timing,
+    cases: u32,
+    steps: usize,
+) -> Result<u32, String> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let config = Config {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 256,
+            max_shrink_time: 60_000,
+            ..Config::default()
+        };
+        let mut runner = TestRunner::new(config);
+        let tried = AtomicU64::new(0);
+        let result = runner.run(&proptest::collection::vec(step(), 1..=steps), |sequence| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            handle
+                .block_on(Sequence::new(&store, &timing).run(&sequence))
+                .map_err(TestCaseError::fail)
+        });
+        match result {
+            Ok(()) => Ok(cases),
+            Err(TestError::Fail(why, sequence)) => Err(format!(
+                "{why}\nminimal failing sequence ({} steps): {sequence:#?}",
+                sequence.len()
+            )),
+            Err(TestError::Abort(why)) => Err(format!("aborted: {why}")),
+        }
+    })
+    .await
+    .map_err(|e| format!("state machine panicked: {e}"))?
+}
+
+/// Numbers sequences so each runs on keys of its own.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+struct Sequence<'a> {
+    store: &'a dyn LeaseStore,
+    timing: &'a Timing,
+    keys: Vec<LeaseKey>,
+    targets: Vec<LeaseKey>,
+    markers: Vec<LeaseKey>,
+    holders: Vec<Holder>,
+    model: Model,
+    granularity: Duration,
+}
+
+impl<'a> Sequence<'a> {
+    fn new(store: &'a DynLeaseStore, timing: &'a Timing) -> Self {
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let key =
+            |kind: &str, i: usize| LeaseKey::new(format!("sm/{n}/{kind}/{i}")).expect("valid");
+        Self {
+            store: &**store,
+            timing,
+            keys: (0..KEYS).map(|i| key("lease", i)).collect(),
+            targets: (0..KEYS).map(|i| key("data", i)).collect(),
+            markers: (0..KEYS).map(|i| key("marker", i)).collect(),
+            holders: HOLDERS
+                .iter()
+                .map(|(id, inc)| Holder::new(*id, *inc).expect("valid"))
+                .collect(),
+            model: Model::default(),
+            granularity: store.capabilities().ttl_granularity,
+        }
+    }
+
+    async fn run(mut self, steps: &[Step]) -> Result<(), String> {
+        for (i, step) in steps.iter().enumerate() {
+            self.step(step)
+                .await
+                .map_err(|why| format!("step {i} {step:?}: {why}"))?;
+        }
+        Ok(())
+    }
+
+    fn ttl(&self, multiple: u8) -> Duration {
+        self.timing.ttl * u32::from(multiple)
+    }
+
+    /// An earlier fence on `key`, or one never granted when there is none.
+    fn fence(&self, key: usize, pick: usize) -> Fence {
+        let km = self.model.keys.get(&key);
+        match km.filter(|km| !km.fences.is_empty()) {
+            Some(km) => km.fences[pick % km.fences.len()].clone(),
+            None => Fence {
+                key: self.keys[key].clone(),
+                holder: self.holders[pick % self.holders.len()].clone(),
+                token: FencingToken(u64::MAX - pick as u64),
+            },
+        }
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<(), String> {
+        let slack = self.timing.slack;
+        match *step {
+            Step::Claim { key, holder, ttl } => {
+                let (h, asked) = (self.holders[holder].clone(), self.ttl(ttl));
+                let sent = Instant::now();
+                let outcome = self.store.claim(&self.keys[key], &h, asked).await;
+                let replied = Instant::now();
+                self.claimed(key, &h, None, asked, outcome, sent, replied)
+            }
+            Step::Reclaim {
+                key,
+                holder,
+                observed,
+                ttl,
+            } => {
+                let (h, asked) = (self.holders[holder].clone(), self.ttl(ttl));
+                let observed = self.fence(key, observed);
+                let sent = Instant::now();
+                let outcome = self.store.reclaim(&observed, &h, asked).await;
+                let replied = Instant::now();
+                self.claimed(key, &h, Some(&observed), asked, outcome, sent, replied)
+            }
+            Step::Renew { key, fence, ttl } => {
+                let (fence, asked) = (self.fence(key, fence), self.ttl(ttl));
+                let sent = Instant::now();
+                let outcome = self.store.renew(&fence, asked).await;
+                let replied = Instant::now();
+                let km = self.model.keys.entry(key).or_default();
+                let status = km.status(sent, replied);
+                let current = km.is_current(&fence);
+                match outcome {
+                    Ok(grant) => {
+                        if !current || status == Status::Free {
+                            return Err(format!("renewed {fence}, which is not the live grant"));
+                        }
+                        if grant.fence != fence || grant.fresh {
+                            return Err(format!("renewal changed the grant: {grant:?}"));
+                        }
+                        check_ttl(&grant, asked, self.granularity)?;
+                        km.granted(&grant, sent, replied, slack);
+                    }
+                    Err(LeaseError::Lost { .. }) => {
+                        if current && status == Status::Live {
+                            return Err(format!("renewal of the live grant {fence} refused"));
+                        }
+                        if current {
+                            km.ended();
+                        }
+                    }
+                    Err(other) => return Err(format!("renew failed: {other}")),
+                }
+                Ok(())
+            }
+            Step::Release { key, fence } => {
+                let fence = self.fence(key, fence);
+                let sent = Instant::now();
+                let released = self
+                    .store
+                    .release(&fence)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let km = self.model.keys.entry(key).or_default();
+                let status = km.status(sent, Instant::now());
+                let current = km.is_current(&fence);
+                if released && (!current || status == Status::Free) {
+                    return Err(format!("released {fence}, which is not the live grant"));
+                }
+                if !released && current && status == Status::Live {
+                    return Err(format!(
+                        "release of the live grant {fence} released nothing"
+                    ));
+                }
+                if current {
+                    km.ended();
+                }
+                Ok(())
+            }
+            Step::Inspect { key } => {
+                let sent = Instant::now();
+                let record = self
+                    .store
+                    .inspect(&self.keys[key])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let km = self.model.keys.entry(key).or_default();
+                match (record, km.status(sent, Instant::now())) {
+                    (Some(record), Status::Live | Status::Unsure) => km.check_record(&record)?,
+                    (Some(record), Status::Free) => {
+                        return Err(format!("store shows {record:?}, but no grant can be live"));
+                    }
+                    (None, Status::Live) => {
+                        return Err("store shows no grant while one is certainly live".into());
+                    }
+                    (None, _) => km.ended(),
+                }
+                Ok(())
+            }
+            Step::GuardedWrite { key, fence, value } => {
+                let fence = self.fence(key, fence);
+                let sent = Instant::now();
+                let outcome = self
+                    .store
+                    .guarded_write(&fence, &self.targets[key], &[value])
+                    .await;
+                let km = self.model.keys.entry(key).or_default();
+                let status = km.status(sent, Instant::now());
+                let current = km.is_current(&fence);
+                match outcome {
+                    Ok(()) if current && status != Status::Free => km.guarded = Some(vec![value]),
+                    Ok(()) => {
+                        return Err(format!(
+                            "guarded write with {fence} applied, but it is not the live grant"
+                        ));
+                    }
+                    Err(LeaseError::Lost { .. }) if current && status == Status::Live => {
+                        return Err(format!("guarded write with the live grant {fence} refused"));
+                    }
+                    Err(LeaseError::Lost { .. }) => {
+                        if current {
+                            km.ended();
+                        }
+                    }
+                    Err(other) => return Err(format!("guarded write failed: {other}")),
+                }
+                let expected = km.guarded.clone();
+                let read = self
+                    .store
+                    .read_guarded(&self.targets[key])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if read != expected {
+                    return Err(format!(
+                        "guarded value is {read:?}, model expects {expected:?}"
+                    ));
+                }
+                Ok(())
+            }
+            Step::PutMarker { key, value } => {
+                let value = format!("v{value}");
+                let outcome = self.store.put_marker(&self.markers[key], &value).await;
+                match (self.model.markers.get(&key), outcome) {
+                    (None, Ok(())) => {
+                        self.model.markers.insert(key, value);
+                    }
+                    (Some(existing), Ok(())) if *existing == value => {}
+                    (
+                        Some(existing),
+                        Err(LeaseError::Conflict {
+                            existing: found, ..
+                        }),
+                    ) if *existing != value && *existing == found => {}
+                    (expected, outcome) => {
+                        return Err(format!(
+                            "put_marker({value}) gave {outcome:?} with the marker at {expected:?}"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Step::DeleteMarker { key, value } => {
+                let value = format!("v{value}");
+                let outcome = self.store.delete_marker(&self.markers[key], &value).await;
+                match (self.model.markers.get(&key), outcome) {
+                    (None, Ok(false)) => {}
+                    (Some(existing), Ok(true)) if *existing == value => {
+                        self.model.markers.remove(&key);
+                    }
+                    (Some(existing), Err(LeaseError::Conflict { .. })) if *existing != value => {}
+                    (expected, outcome) => {
+                        return Err(format!(
+                            "delete_marker({value}) gave {outcome:?} with the marker at {expected:?}"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Step::GetMarker { key } => {
+                let found = self
+                    .store
+                    .get_marker(&self.markers[key])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let expected = self.model.markers.get(&key).cloned();
+                if found != expected {
+                    return Err(format!("marker is {found:?}, model expects {expected:?}"));
+                }
+                Ok(())
+            }
+            Step::Sleep { quarters } => {
+                tokio::time::sleep(self.timing.ttl * u32::from(quarters) / 4).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the outcome of a claim or reclaim against the model.
+    #[allow(clippy::too_many_arguments)]
+    fn claimed(
+        &mut self,
+        key: usize,
+        holder: &Holder,
+        observed: Option<&Fence>,
+        asked: Duration,
+        outcome: Result<Claim, LeaseError>,
+        sent: Instant,
+        replied: Instant,
+    ) -> Result<(), String> {
+        let slack = self.timing.slack;
+        let km = self.model.keys.entry(key).or_default();
+        let status = km.status(sent, replied);
+        let current = km.current.clone();
+        let own = current
+            .as_ref()
+            .is_some_and(|live| live.fence.holder == *holder);
+        let matches_observed = current
+            .as_ref()
+            .zip(observed)
+            .is_some_and(|(live, observed)| live.fence == *observed);
+        match outcome.map_err(|e| format!("claim failed: {e}"))? {
+            Claim::Acquired(grant) => {
+                if grant.fence.holder != *holder || grant.fence.key != self.keys[key] {
+                    return Err(format!("grant names the wrong holder or key: {grant:?}"));
+                }
+                check_ttl(&grant, asked, self.granularity)?;
+                if grant.fresh {
+                    if status == Status::Live && (own || !matches_observed) {
+                        let live = current
+                            .as_ref()
+                            .map(|l| l.fence.to_string())
+                            .unwrap_or_default();
+                        return Err(format!(
+                            "fresh grant {} while {live} is certainly live",
+                            grant.fence
+                        ));
+                    }
+                    km.check_fresh_token(&grant)?;
+                } else {
+                    let Some(live) = current.filter(|_| own && status != Status::Free) else {
+                        return Err(format!(
+                            "grant {grant:?} says it is not fresh, but the holder held nothing"
+                        ));
+                    };
+                    if grant.token() != live.fence.token {
+                        return Err(format!(
+                            "re-claim changed the token from {} to {}",
+                            live.fence.token,
+                            grant.token()
+                        ));
+                    }
+                }
+                km.granted(&grant, sent, replied, slack);
+            }
+            Claim::Busy(record) => {
+                km.seen(&record.fence());
+                if status == Status::Free {
+                    return Err(format!("busy with {record:?}, but no grant can be live"));
+                }
+                if own {
+                    return Err(format!("{holder}'s own claim was busy with {record:?}"));
+                }
+                if matches_observed {
+                    return Err(format!(
+                        "reclaim of the observed grant was busy with {record:?}"
+                    ));
+                }
+                km.check_record(&record)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_ttl(
+    grant: &lease_core::Grant,
+    asked: Duration,
+    granularity: Duration,
+) -> Result<(), String> {
+    if grant.ttl < asked || grant.ttl >= asked + granularity.max(Duration::from_nanos(1)) {
+        return Err(format!(
+            "asked for {asked:?}, granted {:?} (granularity {granularity:?})",
+            grant.ttl
+        ));
+    }
+    Ok(())
+}
