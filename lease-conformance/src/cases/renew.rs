@@ -68,6 +68,11 @@ cases! {
             other => ensure!(false, "renewing a superseded grant gave {other:?}"),
         }
         ensure!(s.store.check(&newer.fence).await?, "the newer grant was disturbed");
+        // Superseded by the same holder's newer grant: the old token is still dead.
+        s.store.release(&newer.fence).await?;
+        let own_newer = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        expect_lost("a grant superseded by the same holder", s.store.renew(&old.fence, t.long_ttl).await)?;
+        ensure!(s.store.check(&own_newer.fence).await?, "renewing the old token disturbed the newer grant");
         Ok(())
     }
 

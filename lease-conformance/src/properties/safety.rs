@@ -86,8 +86,26 @@ pub(crate) async fn run(store: DynLeaseStore, timing: Timing, ttls: u32) -> Resu
 /// Windows of different grants on one key never overlap; a grant whose
 /// request was sent after another's reply has a higher token.
 fn check(tenures: &[Tenure]) -> Vec<String> {
-    let mut by_key: HashMap<usize, Vec<&Tenure>> = HashMap::new();
+    // A holder that claims its own live grant again continues the same
+    // grant: one window per (key, token), from its first start to the end
+    // its latest tenure believed in (a later release ends it for all).
+    let mut grants: HashMap<(usize, FencingToken), Tenure> = HashMap::new();
     for t in tenures {
+        grants
+            .entry((t.key, t.token))
+            .and_modify(|merged| {
+                if t.start >= merged.start {
+                    merged.end = t.end;
+                } else {
+                    merged.start = t.start;
+                    merged.sent = t.sent;
+                    merged.fresh = t.fresh;
+                }
+            })
+            .or_insert_with(|| t.clone());
+    }
+    let mut by_key: HashMap<usize, Vec<Tenure>> = HashMap::new();
+    for t in grants.into_values() {
         by_key.entry(t.key).or_default().push(t);
     }
     let mut violations = Vec::new();

@@ -167,8 +167,9 @@ impl<'a> Sequence<'a> {
         Ok(())
     }
 
+    /// A TTL between granularity steps, so rounding is exercised too.
     fn ttl(&self, multiple: u8) -> Duration {
-        self.timing.ttl * u32::from(multiple)
+        self.timing.ttl * u32::from(multiple) + self.granularity / 2
     }
 
     /// An earlier fence on `key`, or one never granted when there is none.

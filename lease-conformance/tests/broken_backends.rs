@@ -1,0 +1,444 @@
+//! The suite tested against deliberately broken backends: each flaw below
+//! breaks one rule, and the suite must catch it with the named case. The
+//! same store without a flaw passes everything, so the failures come from
+//! the flaws, not from the test double.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lease_conformance::{Factory, Hooks, Outcome, Subject, all_cases, run_cases};
+use lease_core::{
+    BoxError, Capabilities, Claim, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
+    LeaseRecord, LeaseStore,
+};
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flaw {
+    ReclaimKeepsToken,
+    TokenReusedAfterExpiry,
+    ReleaseClearsNewerGrant,
+    RenewAcceptsSuperseded,
+    RenewRevivesExpired,
+    IncarnationIgnored,
+    ReclaimByHolderGetsNewToken,
+    NeverExpires,
+    TtlClamped,
+    ReclaimWithoutCompare,
+    MarkerDeleteIgnoresValue,
+    MarkerPutOverwrites,
+    GuardedWriteUnchecked,
+    ExpiresEarly,
+    CorruptReadsAsFree,
+    WaitPollsSlowly,
+    TtlRoundedDown,
+}
+
+#[derive(Clone, Debug)]
+struct Rec {
+    holder: Holder,
+    token: u64,
+    expires_at: Instant,
+}
+
+#[derive(Default, Debug)]
+struct State {
+    leases: HashMap<LeaseKey, Result<Rec, String>>,
+    /// The last record each key had, for the token-reuse flaw.
+    last: HashMap<LeaseKey, Rec>,
+    markers: HashMap<LeaseKey, String>,
+    guarded: HashMap<LeaseKey, Vec<u8>>,
+    counter: u64,
+}
+
+/// A small store of its own, correct unless told otherwise.
+#[derive(Debug)]
+struct Flawed {
+    flaw: Option<Flaw>,
+    state: Mutex<State>,
+}
+
+impl Flawed {
+    fn has(&self, flaw: Flaw) -> bool {
+        self.flaw == Some(flaw)
+    }
+
+    fn same_holder(&self, a: &Holder, b: &Holder) -> bool {
+        if self.has(Flaw::IncarnationIgnored) {
+            a.id() == b.id()
+        } else {
+            a == b
+        }
+    }
+
+    fn ttl(&self, key: &LeaseKey, ttl: Duration) -> Result<Duration, LeaseError> {
+        if self.has(Flaw::TtlClamped) {
+            return Ok(ttl.clamp(Duration::from_millis(1), self.capabilities().max_ttl));
+        }
+        let granted = self.capabilities().grant_ttl(key, ttl)?;
+        if self.has(Flaw::TtlRoundedDown) {
+            return Ok(Duration::from_millis(
+                granted.as_millis() as u64 / 100 * 100,
+            ));
+        }
+        Ok(granted)
+    }
+
+    fn expiry(&self, now: Instant, ttl: Duration) -> Instant {
+        if self.has(Flaw::NeverExpires) {
+            now + Duration::from_secs(86_400)
+        } else if self.has(Flaw::ExpiresEarly) {
+            now + ttl / 2
+        } else {
+            now + ttl
+        }
+    }
+
+    fn live(&self, state: &State, key: &LeaseKey, now: Instant) -> Option<Rec> {
+        match state.leases.get(key) {
+            Some(Ok(rec)) if rec.expires_at > now => Some(rec.clone()),
+            _ => None,
+        }
+    }
+
+    fn record(key: &LeaseKey, rec: &Rec, now: Instant) -> LeaseRecord {
+        LeaseRecord {
+            key: key.clone(),
+            holder: rec.holder.clone(),
+            token: FencingToken(rec.token),
+            remaining: rec.expires_at.saturating_duration_since(now),
+        }
+    }
+
+    fn is_fence(&self, rec: &Rec, fence: &Fence) -> bool {
+        rec.token == fence.token.0 && self.same_holder(&rec.holder, &fence.holder)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        &self,
+        state: &mut State,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        sent: Instant,
+        token: Option<u64>,
+    ) -> Grant {
+        let now = Instant::now();
+        let fresh = token.is_none();
+        let token = token.unwrap_or_else(|| {
+            let reuse = self.has(Flaw::TokenReusedAfterExpiry)
+                && matches!(state.leases.get(key), Some(Ok(rec)) if rec.expires_at <= now);
+            match state.last.get(key) {
+                Some(last) if reuse => last.token,
+                _ => {
+                    state.counter += 1;
+                    state.counter
+                }
+            }
+        });
+        let rec = Rec {
+            holder: holder.clone(),
+            token,
+            expires_at: self.expiry(now, ttl),
+        };
+        state.leases.insert(key.clone(), Ok(rec.clone()));
+        state.last.insert(key.clone(), rec);
+        let fence = Fence {
+            key: key.clone(),
+            holder: holder.clone(),
+            token: FencingToken(token),
+        };
+        Grant::new(fence, ttl, sent, fresh)
+    }
+
+    fn claim_in(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        observed: Option<&Fence>,
+    ) -> Claim {
+        let sent = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        match self.live(&state, key, sent) {
+            None => Claim::Acquired(self.grant(&mut state, key, holder, ttl, sent, None)),
+            Some(rec) if self.same_holder(&rec.holder, holder) => {
+                let token = (!self.has(Flaw::ReclaimByHolderGetsNewToken)).then_some(rec.token);
+                Claim::Acquired(self.grant(&mut state, key, holder, ttl, sent, token))
+            }
+            Some(rec)
+                if observed.is_some_and(|o| {
+                    self.has(Flaw::ReclaimWithoutCompare) || self.is_fence(&rec, o)
+                }) =>
+            {
+                let token = self.has(Flaw::ReclaimKeepsToken).then_some(rec.token);
+                let mut grant = self.grant(&mut state, key, holder, ttl, sent, token);
+                grant.fresh = true;
+                Claim::Acquired(grant)
+            }
+            Some(rec) => Claim::Busy(Self::record(key, &rec, sent)),
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for Flawed {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new("flawed").with_max_ttl(Duration::from_secs(3600))
+    }
+
+    async fn claim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        let ttl = self.ttl(key, ttl)?;
+        Ok(self.claim_in(key, holder, ttl, None))
+    }
+
+    async fn reclaim(
+        &self,
+        observed: &Fence,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        let ttl = self.ttl(&observed.key, ttl)?;
+        Ok(self.claim_in(&observed.key, holder, ttl, Some(observed)))
+    }
+
+    async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        let ttl = self.ttl(&fence.key, ttl)?;
+        let sent = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        let rec = if self.has(Flaw::RenewRevivesExpired) {
+            match state.leases.get(&fence.key) {
+                Some(Ok(rec)) => Some(rec.clone()),
+                _ => None,
+            }
+        } else {
+            self.live(&state, &fence.key, sent)
+        };
+        match rec {
+            Some(rec)
+                if self.is_fence(&rec, fence)
+                    || (self.has(Flaw::RenewAcceptsSuperseded)
+                        && rec.holder.id() == fence.holder.id()) =>
+            {
+                Ok(self.grant(
+                    &mut state,
+                    &fence.key,
+                    &fence.holder,
+                    ttl,
+                    sent,
+                    Some(fence.token.0),
+                ))
+            }
+            _ => {
+                let current = self
+                    .live(&state, &fence.key, sent)
+                    .map(|r| Self::record(&fence.key, &r, sent));
+                Err(LeaseError::lost(fence, current))
+            }
+        }
+    }
+
+    async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        match self.live(&state, &fence.key, now) {
+            Some(rec) if self.is_fence(&rec, fence) => {
+                state.leases.remove(&fence.key);
+                Ok(true)
+            }
+            Some(_) if self.has(Flaw::ReleaseClearsNewerGrant) => {
+                state.leases.remove(&fence.key);
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        let now = Instant::now();
+        let state = self.state.lock().unwrap();
+        if let Some(Err(content)) = state.leases.get(key) {
+            if self.has(Flaw::CorruptReadsAsFree) {
+                return Ok(None);
+            }
+            return Err(LeaseError::Corrupt {
+                key: key.clone(),
+                detail: content.clone(),
+            });
+        }
+        Ok(self
+            .live(&state, key, now)
+            .map(|rec| Self::record(key, &rec, now)))
+    }
+
+    async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
+        self.capabilities().check_value(key, value.len())?;
+        let mut state = self.state.lock().unwrap();
+        match state.markers.get(key) {
+            Some(existing) if existing != value && !self.has(Flaw::MarkerPutOverwrites) => {
+                Err(LeaseError::Conflict {
+                    key: key.clone(),
+                    existing: existing.clone(),
+                })
+            }
+            _ => {
+                state.markers.insert(key.clone(), value.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError> {
+        let mut state = self.state.lock().unwrap();
+        match state.markers.get(key) {
+            None => Ok(false),
+            Some(existing) if existing != value && !self.has(Flaw::MarkerDeleteIgnoresValue) => {
+                Err(LeaseError::Conflict {
+                    key: key.clone(),
+                    existing: existing.clone(),
+                })
+            }
+            Some(_) => {
+                state.markers.remove(key);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
+        Ok(self.state.lock().unwrap().markers.get(key).cloned())
+    }
+
+    async fn guarded_write(
+        &self,
+        fence: &Fence,
+        target: &LeaseKey,
+        value: &[u8],
+    ) -> Result<(), LeaseError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        let current = self.live(&state, &fence.key, now);
+        if self.has(Flaw::GuardedWriteUnchecked)
+            || current.as_ref().is_some_and(|r| self.is_fence(r, fence))
+        {
+            state.guarded.insert(target.clone(), value.to_vec());
+            return Ok(());
+        }
+        Err(LeaseError::lost(
+            fence,
+            current.map(|r| Self::record(&fence.key, &r, now)),
+        ))
+    }
+
+    async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
+        Ok(self.state.lock().unwrap().guarded.get(target).cloned())
+    }
+
+    async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
+        let give_up = Instant::now() + timeout;
+        let poll = if self.has(Flaw::WaitPollsSlowly) {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(5)
+        };
+        loop {
+            if self.inspect(key).await.ok().flatten().is_none() {
+                return Ok(true);
+            }
+            if Instant::now() >= give_up {
+                return Ok(false);
+            }
+            tokio::time::sleep(poll.min(give_up - Instant::now())).await;
+        }
+    }
+}
+
+struct FlawedFactory(Option<Flaw>);
+
+struct FlawedHooks(Arc<Flawed>);
+
+#[async_trait]
+impl Hooks for FlawedHooks {
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+        self.0
+            .state
+            .lock()
+            .unwrap()
+            .leases
+            .insert(key.clone(), Err("garbage".into()));
+        Some(Ok(()))
+    }
+}
+
+#[async_trait]
+impl Factory for FlawedFactory {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let store = Arc::new(Flawed {
+            flaw: self.0,
+            state: Mutex::default(),
+        });
+        Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store))))
+    }
+}
+
+/// Runs the whole suite on the flawed store and returns the failed cases.
+async fn failures(flaw: Option<Flaw>) -> Vec<(&'static str, String)> {
+    let reports = run_cases(Arc::new(FlawedFactory(flaw)), all_cases(), 16, |_| {}).await;
+    reports
+        .into_iter()
+        .filter_map(|r| match r.outcome {
+            Outcome::Failed(why) => Some((r.name, why)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unflawed_double_passes_everything() {
+    let failed = failures(None).await;
+    assert!(
+        failed.is_empty(),
+        "the test double itself is broken: {failed:#?}"
+    );
+}
+
+macro_rules! caught {
+    ($($test:ident: $flaw:ident => [$($case:literal),+ $(,)?];)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let failed = failures(Some(Flaw::$flaw)).await;
+            let names: Vec<_> = failed.iter().map(|(name, _)| *name).collect();
+            for case in [$($case),+] {
+                assert!(names.contains(&case), "{:?} was not caught by {case}; failed: {names:?}", Flaw::$flaw);
+            }
+        }
+    )*};
+}
+
+caught! {
+    reclaim_keeping_the_token_is_caught: ReclaimKeepsToken => ["reclaim_takes_over_the_observed_grant"];
+    token_reuse_after_expiry_is_caught: TokenReusedAfterExpiry => ["claim_after_expiry_gets_higher_token"];
+    release_clearing_a_newer_grant_is_caught: ReleaseClearsNewerGrant => ["release_never_clears_a_newer_grant"];
+    renew_of_a_superseded_grant_is_caught: RenewAcceptsSuperseded => ["renew_refuses_a_superseded_grant"];
+    renew_reviving_an_expired_grant_is_caught: RenewRevivesExpired => ["renew_never_revives_an_expired_grant"];
+    ignored_incarnation_is_caught: IncarnationIgnored => ["claim_by_other_incarnation_is_busy", "renew_refuses_unknown_fences"];
+    new_token_on_reclaim_by_holder_is_caught: ReclaimByHolderGetsNewToken => ["claim_by_current_holder_keeps_token", "reclaim_retry_by_the_winner_keeps_token"];
+    missing_expiry_is_caught: NeverExpires => ["claim_after_expiry_gets_higher_token", "wait_wakes_on_expiry", "check_follows_the_live_grant"];
+    clamped_ttl_is_caught: TtlClamped => ["invalid_ttls_are_refused"];
+    reclaim_without_compare_is_caught: ReclaimWithoutCompare => ["reclaim_loses_to_a_newer_grant"];
+    marker_delete_ignoring_the_value_is_caught: MarkerDeleteIgnoresValue => ["marker_delete_only_with_the_equal_value"];
+    marker_put_overwriting_is_caught: MarkerPutOverwrites => ["marker_put_is_if_absent_or_equal"];
+    unchecked_guarded_write_is_caught: GuardedWriteUnchecked => ["guarded_write_refused_without_the_live_fence"];
+    early_expiry_is_caught: ExpiresEarly => ["concurrent_holders_never_overlap", "state_machine_agrees_with_the_model"];
+    corrupt_read_as_free_is_caught: CorruptReadsAsFree => ["inspect_reports_a_corrupt_record"];
+    slow_polling_wait_is_caught: WaitPollsSlowly => ["wait_wakes_on_release"];
+    ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
+}

@@ -1,0 +1,79 @@
+//! The CLI runner, as a user runs it.
+
+use std::process::Command;
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lease-conformance"))
+}
+
+#[test]
+fn memory_run_prints_the_table_and_writes_valid_reports() {
+    let dir = std::env::temp_dir().join(format!("lease-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (junit, json) = (dir.join("report.xml"), dir.join("report.json"));
+    let output = cli()
+        .args(["memory", "--filter", "release_", "--junit"])
+        .arg(&junit)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("release_never_clears_a_newer_grant"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("conformance: 5 passed, 0 failed, 0 not run"),
+        "{stdout}"
+    );
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed JUnit XML");
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 5);
+    assert!(
+        cases
+            .iter()
+            .all(|c| c.attribute("name").is_some() && c.attribute("time").is_some())
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["cases"].as_array().unwrap().len(), 5);
+    assert_eq!(report["cases"][0]["outcome"]["result"], "passed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn not_run_cases_are_shown_as_such() {
+    let output = cli()
+        .args(["memory", "--filter", "server_restart"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("NOT RUN") && stdout.contains("0 passed, 0 failed, 1 not run"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_target_is_a_clear_error() {
+    let output = cli().arg("mongodb://localhost").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown target \"mongodb://localhost\""),
+        "{stderr}"
+    );
+}
