@@ -52,6 +52,7 @@ mod properties;
 pub mod report;
 mod runner;
 mod subject;
+pub mod targets;
 
 pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};
@@ -59,7 +60,7 @@ pub use runner::{
     CASE_LIMIT, CaseReport, Outcome, all_cases, assert_all_stamped, find_case, run_case, run_cases,
     run_test,
 };
-pub use subject::{Factory, Hooks, MemoryFactory, NoHooks, Settings, Subject};
+pub use subject::{Factory, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable};
 
 /// Stamps one `#[test]` per conformance case for a factory expression,
 /// plus a test that the list is complete. Each failure is reported on its

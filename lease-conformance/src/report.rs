@@ -47,7 +47,8 @@ pub fn table(reports: &[CaseReport]) -> String {
         count("NOT RUN")
     );
     for r in reports {
-        if let Outcome::Failed(why) | Outcome::NotRun(why) = &r.outcome {
+        if let Outcome::Failed(why) | Outcome::NotRun(why) | Outcome::Unavailable(why) = &r.outcome
+        {
             let _ = writeln!(
                 out,
                 "\n{} {}\n  rule: {}\n  {}",
@@ -73,7 +74,7 @@ pub fn junit(target: &str, reports: &[CaseReport]) -> String {
                 status.set_description(why.clone());
                 status
             }
-            Outcome::NotRun(why) => {
+            Outcome::NotRun(why) | Outcome::Unavailable(why) => {
                 let mut status = TestCaseStatus::skipped();
                 status.set_message(why.clone());
                 status

@@ -22,6 +22,8 @@ pub enum Outcome {
     Failed(String),
     /// The case could not run (a hook the factory lacks).
     NotRun(String),
+    /// The factory's backend was not there ([`Unavailable`](crate::Unavailable)).
+    Unavailable(String),
 }
 
 impl Outcome {
@@ -30,7 +32,7 @@ impl Outcome {
         match self {
             Outcome::Passed => "PASS",
             Outcome::Failed(_) => "FAIL",
-            Outcome::NotRun(_) => "NOT RUN",
+            Outcome::NotRun(_) | Outcome::Unavailable(_) => "NOT RUN",
         }
     }
 }
@@ -78,6 +80,7 @@ pub async fn run_case(factory: &dyn Factory, case: &Case) -> CaseReport {
                 Ok(Ok(Err(CaseError::Failed(why)))) => Outcome::Failed(why),
                 Ok(Ok(Err(CaseError::NotRun(why)))) => Outcome::NotRun(why),
             };
+            subject.hooks.finish().await;
             let tries = subject.tries.load(std::sync::atomic::Ordering::Relaxed);
             (outcome, (tries > 0).then_some(tries))
         }
@@ -127,6 +130,9 @@ pub fn run_test(name: &str, factory: impl Factory + 'static) {
     match report.outcome {
         Outcome::Passed => {}
         Outcome::Failed(why) => panic!("{name} failed.\nrule: {}\n{why}", report.rule),
+        Outcome::Unavailable(why) => {
+            eprintln!("\n!!! NOT RUN: {name}: {why}\n");
+        }
         Outcome::NotRun(why) if factory.expected_not_run().contains(&name) => {
             eprintln!("NOT RUN (declared by the factory): {name}: {why}");
         }

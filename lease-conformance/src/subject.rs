@@ -26,6 +26,20 @@ pub trait Factory: Send + Sync {
     }
 }
 
+/// The error a [`Factory`] returns when its backend is not there and a
+/// run may go on without it (a developer's machine without servers). The
+/// cases end *unavailable*: reported, never passed.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "backend unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
 /// Test hooks a backend may offer so that cases can create conditions the
 /// store's API cannot: a corrupt record, a restart that loses data. A hook
 /// that is not offered returns `None` and the cases needing it are *not
@@ -42,6 +56,9 @@ pub trait Hooks: Send + Sync {
     async fn restart_server(&self) -> Option<Result<(), BoxError>> {
         None
     }
+
+    /// Called after each case, passed or not: remove what the case wrote.
+    async fn finish(&self) {}
 }
 
 /// Hooks for a backend that offers none.

@@ -173,6 +173,29 @@ pub enum LeaseError {
         source: BoxError,
     },
 
+    /// The store could not be set up: its configuration broke a rule.
+    #[error("invalid {backend} configuration: {what}: {rule}")]
+    InvalidConfig {
+        /// The backend's name.
+        backend: &'static str,
+        /// The setting, with its value.
+        what: String,
+        /// The rule it broke.
+        rule: String,
+    },
+
+    /// The store could not reach its server.
+    #[error("cannot connect to {backend} at {endpoint}: {source}")]
+    Connect {
+        /// The backend's name.
+        backend: &'static str,
+        /// Where it tried, without credentials.
+        endpoint: String,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// A fenced resource refused a write carrying a token older than one it
     /// has already accepted.
     #[error(

@@ -40,6 +40,12 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
     if target == "memory" {
         return Ok(Arc::new(MemoryFactory));
     }
+    #[cfg(feature = "redis")]
+    if target.starts_with("redis://") || target.starts_with("rediss://") {
+        return Ok(Arc::new(lease_conformance::targets::RedisTarget::new(
+            target,
+        )));
+    }
     let scheme = target.split("://").next().unwrap_or_default();
     Err(format!(
         "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB] or etcd://HOST:PORT (scheme {scheme:?} is not built in)"

@@ -1,0 +1,119 @@
+//! Running the conformance suite against a backend of your own.
+//!
+//! The backend here is a store wrapped in a metrics layer that counts the
+//! calls it forwards — the kind of wrapper a team adds around its store and
+//! must not break. The factory gives every case a fresh store, offers the
+//! corrupt-record hook through the inner store, and the macro stamps one
+//! `#[test]` per case: `cargo test -p lease-conformance --example custom_backend`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lease_conformance::{Factory, Hooks, Subject};
+use lease_core::{
+    BoxError, Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
+    LeaseStore, MemoryStore,
+};
+
+/// Forwards every call to `inner`, counting them.
+#[derive(Debug, Default)]
+struct Metered {
+    inner: MemoryStore,
+    calls: AtomicU64,
+}
+
+impl Metered {
+    fn count(&self) -> &MemoryStore {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl LeaseStore for Metered {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn claim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        self.count().claim(key, holder, ttl).await
+    }
+    async fn reclaim(
+        &self,
+        observed: &Fence,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        self.count().reclaim(observed, holder, ttl).await
+    }
+    async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        self.count().renew(fence, ttl).await
+    }
+    async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        self.count().release(fence).await
+    }
+    async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        self.count().inspect(key).await
+    }
+    async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
+        self.count().put_marker(key, value).await
+    }
+    async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError> {
+        self.count().delete_marker(key, value).await
+    }
+    async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
+        self.count().get_marker(key).await
+    }
+    async fn guarded_write(
+        &self,
+        fence: &Fence,
+        target: &LeaseKey,
+        value: &[u8],
+    ) -> Result<(), LeaseError> {
+        self.count().guarded_write(fence, target, value).await
+    }
+    async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
+        self.count().read_guarded(target).await
+    }
+    async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
+        self.count().wait_free(key, timeout).await
+    }
+}
+
+/// Plants corrupt records through the store under the metrics layer.
+struct MeteredHooks(Arc<Metered>);
+
+#[async_trait]
+impl Hooks for MeteredHooks {
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+        self.0.inner.plant_corrupt_record(key, "garbage");
+        Some(Ok(()))
+    }
+}
+
+struct MeteredFactory;
+
+#[async_trait]
+impl Factory for MeteredFactory {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let store = Arc::new(Metered::default());
+        Ok(Subject::new(store.clone()).with_hooks(Arc::new(MeteredHooks(store))))
+    }
+
+    fn expected_not_run(&self) -> &[&str] {
+        // An in-process store has no server to restart.
+        &["tokens_increase_across_server_restart"]
+    }
+}
+
+lease_conformance::conformance_tests!(MeteredFactory);
+
+fn main() {
+    println!("run the suite with: cargo test -p lease-conformance --example custom_backend");
+}

@@ -1,0 +1,137 @@
+//! How to reach Redis and how the store behaves.
+
+use std::time::Duration;
+
+use lease_core::LeaseError;
+
+/// Settings for a [`RedisStore`](crate::RedisStore).
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    pub(crate) call_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) wait_recheck: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for the server at `url`: `redis://[user:password@]host:port[/db]`,
+    /// or `rediss://` for TLS (with the `tls` feature).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: "lease".to_owned(),
+            call_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            retention: Duration::from_secs(60),
+            wait_recheck: Duration::from_secs(1),
+        }
+    }
+
+    /// Keys go under `{namespace}:` (default `lease`). The braces make it
+    /// the Redis Cluster hash tag.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The limit on every call (default 5 s).
+    pub fn call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
+    }
+
+    /// The limit on connecting (default 5 s).
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// How long an ended grant's record is kept to order the next token
+    /// (default 60 s). Longer tolerates larger clock steps on the server.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How often a waiter re-checks a key without a notification (default 1 s).
+    pub fn wait_recheck(mut self, every: Duration) -> Self {
+        self.wait_recheck = every;
+        self
+    }
+
+    /// The URL with any password replaced, for errors and logs.
+    pub(crate) fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), LeaseError> {
+        let invalid = |what: String, rule: &str| LeaseError::InvalidConfig {
+            backend: "redis",
+            what,
+            rule: rule.to_owned(),
+        };
+        let ns = &self.namespace;
+        if ns.is_empty() || ns.len() > 128 {
+            return Err(invalid(
+                format!("namespace {ns:?}"),
+                "must be 1 to 128 bytes",
+            ));
+        }
+        if ns
+            .chars()
+            .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                format!("namespace {ns:?}"),
+                "must not contain braces, whitespace or control characters",
+            ));
+        }
+        for (what, value) in [
+            ("call timeout", self.call_timeout),
+            ("connect timeout", self.connect_timeout),
+            ("retention", self.retention),
+            ("wait recheck", self.wait_recheck),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(
+                    format!("{what} {value:?}"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        let config = RedisConfig::new("redis://app:s3cret@db.internal:6379/2");
+        assert_eq!(config.redacted_url(), "redis://***@db.internal:6379/2");
+    }
+
+    #[test]
+    fn namespaces_are_checked() {
+        for bad in ["", "a{b", "a}b", "a b"] {
+            let err = RedisConfig::new("redis://x")
+                .namespace(bad)
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("namespace"), "{err}");
+        }
+        RedisConfig::new("redis://x")
+            .namespace("billing:eu")
+            .validate()
+            .unwrap();
+    }
+}

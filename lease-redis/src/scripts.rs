@@ -1,0 +1,39 @@
+//! The Lua scripts, one per operation, each with the shared prelude.
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// The scripts, hashed once per store.
+pub(crate) struct Scripts {
+    pub claim: Script,
+    pub renew: Script,
+    pub release: Script,
+    pub inspect: Script,
+    pub guarded_write: Script,
+    pub read_value: Script,
+    pub marker_put: Script,
+    pub marker_delete: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            claim: script!("claim.lua"),
+            renew: script!("renew.lua"),
+            release: script!("release.lua"),
+            inspect: script!("inspect.lua"),
+            guarded_write: script!("guarded_write.lua"),
+            read_value: script!("read_value.lua"),
+            marker_put: script!("marker_put.lua"),
+            marker_delete: script!("marker_delete.lua"),
+        }
+    }
+}

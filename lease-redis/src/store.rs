@@ -1,0 +1,539 @@
+//! The store: each trait method is one script call.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lease_core::{
+    Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, LeaseStore, Op,
+    with_timeout,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script};
+use tokio::time::Instant;
+
+use crate::RedisConfig;
+use crate::reply::Reply;
+use crate::scripts::Scripts;
+use crate::wait::Notifier;
+
+const BACKEND: &str = "redis";
+
+/// A [`LeaseStore`] on Redis. Clones share one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    connection: ConnectionManager,
+    scripts: Scripts,
+    notifier: Notifier,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.config.redacted_url())
+            .field("namespace", &self.inner.config.namespace)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server `config` names.
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidConfig`] for a malformed URL or namespace;
+    /// [`LeaseError::Connect`] when the server cannot be reached (or refuses
+    /// the credentials) within the connect timeout.
+    pub async fn connect(config: RedisConfig) -> Result<Self, LeaseError> {
+        config.validate()?;
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| LeaseError::InvalidConfig {
+            backend: BACKEND,
+            what: format!("URL {}", config.redacted_url()),
+            rule: format!("must be redis://[user:password@]host:port[/db] or rediss://… with the tls feature ({e})"),
+        })?;
+        let connect_error = |source: lease_core::BoxError| LeaseError::Connect {
+            backend: BACKEND,
+            endpoint: config.redacted_url(),
+            source,
+        };
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.call_timeout))
+            .set_number_of_retries(2);
+        let connection = tokio::time::timeout(
+            config.connect_timeout,
+            client.get_connection_manager_with_config(manager_config),
+        )
+        .await
+        .map_err(|_| {
+            connect_error(format!("no answer within {:?}", config.connect_timeout).into())
+        })?
+        .map_err(|e| connect_error(e.into()))?;
+        let notifier = Notifier::new(client, channel(&config.namespace), config.connect_timeout);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                connection,
+                scripts: Scripts::new(),
+                notifier,
+            }),
+        })
+    }
+
+    /// The Redis key holding `key`'s lease record.
+    pub fn record_key(&self, key: &LeaseKey) -> String {
+        self.redis_key("lease", key)
+    }
+
+    /// The Redis key holding the marker `key`.
+    pub fn marker_key(&self, key: &LeaseKey) -> String {
+        self.redis_key("marker", key)
+    }
+
+    /// The Redis key holding the guarded value `key`.
+    pub fn guarded_key(&self, key: &LeaseKey) -> String {
+        self.redis_key("guarded", key)
+    }
+
+    /// The pub/sub channel on which releases are announced.
+    pub fn channel(&self) -> String {
+        channel(&self.inner.config.namespace)
+    }
+
+    /// Every Redis key of this store's namespace starts with this.
+    pub fn key_prefix(&self) -> String {
+        format!("{{{}}}:", self.inner.config.namespace)
+    }
+
+    fn redis_key(&self, space: &str, key: &LeaseKey) -> String {
+        format!("{{{}}}:{space}:{key}", self.inner.config.namespace)
+    }
+
+    fn retention_ms(&self) -> String {
+        self.inner.config.retention.as_millis().to_string()
+    }
+
+    /// Runs one script: one round trip, under the call timeout.
+    async fn run<T: FromRedisValue>(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        script: &Script,
+        keys: &[String],
+        args: &[&[u8]],
+    ) -> Result<T, LeaseError> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(*a);
+        }
+        let mut connection = self.inner.connection.clone();
+        with_timeout(op, key, self.inner.config.call_timeout, async {
+            invocation
+                .invoke_async::<T>(&mut connection)
+                .await
+                .map_err(|e| redis_error(op, key, e))
+        })
+        .await
+    }
+
+    async fn script(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        script: &Script,
+        keys: &[String],
+        args: &[&[u8]],
+    ) -> Result<Reply, LeaseError> {
+        self.run::<Vec<Vec<u8>>>(op, key, script, keys, args)
+            .await
+            .map(Reply)
+    }
+
+    async fn claim_or_reclaim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        observed: Option<&Fence>,
+    ) -> Result<Claim, LeaseError> {
+        let op = if observed.is_some() {
+            Op::Reclaim
+        } else {
+            Op::Claim
+        };
+        let ttl = self.capabilities().grant_ttl(key, ttl)?;
+        let (ttl_ms, retention) = (ttl.as_millis().to_string(), self.retention_ms());
+        let mut args: Vec<&[u8]> = vec![
+            holder.id().as_bytes(),
+            holder.incarnation().as_bytes(),
+            ttl_ms.as_bytes(),
+            retention.as_bytes(),
+        ];
+        let observed_token = observed.map(|o| o.token.0.to_string());
+        if let (Some(o), Some(token)) = (observed, &observed_token) {
+            args.extend([
+                o.holder.id().as_bytes(),
+                o.holder.incarnation().as_bytes(),
+                token.as_bytes(),
+            ]);
+        }
+        let sent = Instant::now();
+        let reply = self
+            .script(
+                op,
+                key,
+                &self.inner.scripts.claim,
+                &[self.record_key(key)],
+                &args,
+            )
+            .await?;
+        let parsed = match reply.tag() {
+            b"acquired" => reply.number(1).and_then(|token| {
+                let fence = Fence {
+                    key: key.clone(),
+                    holder: holder.clone(),
+                    token: lease_core::FencingToken(token),
+                };
+                Ok(Claim::Acquired(Grant::new(
+                    fence,
+                    ttl,
+                    sent,
+                    reply.bytes(2)? == b"1",
+                )))
+            }),
+            b"held" => reply.record(key).map(Claim::Busy),
+            _ => Err(format!("unexpected reply {}", reply.describe())),
+        };
+        parsed.map_err(|why| malformed(op, key, why))
+    }
+
+    /// The current record after a refusal: `held` or `free`.
+    fn current(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        reply: &Reply,
+    ) -> Result<Option<LeaseRecord>, LeaseError> {
+        match reply.tag() {
+            b"free" => Ok(None),
+            b"held" => reply
+                .record(key)
+                .map(Some)
+                .map_err(|why| malformed(op, key, why)),
+            _ => Err(malformed(
+                op,
+                key,
+                format!("unexpected reply {}", reply.describe()),
+            )),
+        }
+    }
+
+    fn fence_args(fence: &Fence) -> [Vec<u8>; 3] {
+        [
+            fence.holder.id().as_bytes().to_vec(),
+            fence.holder.incarnation().as_bytes().to_vec(),
+            fence.token.0.to_string().into_bytes(),
+        ]
+    }
+
+    async fn read_value(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        redis_key: String,
+    ) -> Result<Option<Vec<u8>>, LeaseError> {
+        let reply = self
+            .script(op, key, &self.inner.scripts.read_value, &[redis_key], &[])
+            .await?;
+        match reply.tag() {
+            b"absent" => Ok(None),
+            b"value" => Ok(Some(
+                reply
+                    .bytes(1)
+                    .map_err(|why| malformed(op, key, why))?
+                    .to_vec(),
+            )),
+            _ => Err(corrupt_or_malformed(op, key, &reply)),
+        }
+    }
+}
+
+fn channel(namespace: &str) -> String {
+    format!("{{{namespace}}}:released")
+}
+
+fn redis_error(op: Op, key: &LeaseKey, error: redis::RedisError) -> LeaseError {
+    // Lost after sending: the script may or may not have run.
+    let indeterminate = error.is_io_error() || error.is_connection_dropped() || error.is_timeout();
+    let refused = error
+        .code()
+        .is_some_and(|code| code == "NOPERM" || code == "NOSCRIPT");
+    if refused {
+        let source = format!(
+            "the server refused the script; the user needs EVALSHA, SCRIPT LOAD and the keys {{namespace}}:* ({error})"
+        );
+        return LeaseError::backend(BACKEND, op, key, false, source);
+    }
+    LeaseError::backend(BACKEND, op, key, indeterminate, error)
+}
+
+fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
+    // The script ran; only its reply is unreadable.
+    LeaseError::backend(
+        BACKEND,
+        op,
+        key,
+        op.is_mutating(),
+        format!("malformed reply: {why}"),
+    )
+}
+
+fn corrupt_or_malformed(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
+    match (reply.tag(), reply.text(1)) {
+        (b"corrupt", Ok(detail)) => LeaseError::Corrupt {
+            key: key.clone(),
+            detail,
+        },
+        _ => malformed(op, key, format!("unexpected reply {}", reply.describe())),
+    }
+}
+
+#[async_trait]
+impl LeaseStore for RedisStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(BACKEND)
+            // Redis keys expire in milliseconds; the slack covers clock
+            // rate differences between client and server.
+            .with_ttl_granularity(Duration::from_millis(1))
+            .with_expiry_slack(Duration::from_millis(10))
+            .with_max_value_len(16 * 1024 * 1024)
+    }
+
+    async fn claim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        self.claim_or_reclaim(key, holder, ttl, None).await
+    }
+
+    async fn reclaim(
+        &self,
+        observed: &Fence,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        self.claim_or_reclaim(&observed.key, holder, ttl, Some(observed))
+            .await
+    }
+
+    async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        let key = &fence.key;
+        let ttl = self.capabilities().grant_ttl(key, ttl)?;
+        let [id, incarnation, token] = Self::fence_args(fence);
+        let (ttl_ms, retention) = (ttl.as_millis().to_string(), self.retention_ms());
+        let sent = Instant::now();
+        let args: [&[u8]; 5] = [
+            &id,
+            &incarnation,
+            &token,
+            ttl_ms.as_bytes(),
+            retention.as_bytes(),
+        ];
+        let reply = self
+            .script(
+                Op::Renew,
+                key,
+                &self.inner.scripts.renew,
+                &[self.record_key(key)],
+                &args,
+            )
+            .await?;
+        if reply.tag() == b"renewed" {
+            return Ok(Grant::new(fence.clone(), ttl, sent, false));
+        }
+        Err(LeaseError::lost(
+            fence,
+            self.current(Op::Renew, key, &reply)?,
+        ))
+    }
+
+    async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        let key = &fence.key;
+        let [id, incarnation, token] = Self::fence_args(fence);
+        let (retention, channel) = (self.retention_ms(), self.channel());
+        let args: [&[u8]; 6] = [
+            &id,
+            &incarnation,
+            &token,
+            retention.as_bytes(),
+            channel.as_bytes(),
+            key.as_str().as_bytes(),
+        ];
+        let released: i64 = self
+            .run(
+                Op::Release,
+                key,
+                &self.inner.scripts.release,
+                &[self.record_key(key)],
+                &args,
+            )
+            .await?;
+        Ok(released == 1)
+    }
+
+    async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        let reply = self
+            .script(
+                Op::Inspect,
+                key,
+                &self.inner.scripts.inspect,
+                &[self.record_key(key)],
+                &[],
+            )
+            .await?;
+        match reply.tag() {
+            b"corrupt" => Err(corrupt_or_malformed(Op::Inspect, key, &reply)),
+            _ => self.current(Op::Inspect, key, &reply),
+        }
+    }
+
+    async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
+        self.capabilities().check_value(key, value.len())?;
+        let reply = self
+            .script(
+                Op::PutMarker,
+                key,
+                &self.inner.scripts.marker_put,
+                &[self.marker_key(key)],
+                &[value.as_bytes()],
+            )
+            .await?;
+        match reply.tag() {
+            b"set" => Ok(()),
+            b"conflict" => Err(LeaseError::Conflict {
+                key: key.clone(),
+                existing: reply
+                    .text(1)
+                    .map_err(|why| malformed(Op::PutMarker, key, why))?,
+            }),
+            _ => Err(corrupt_or_malformed(Op::PutMarker, key, &reply)),
+        }
+    }
+
+    async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError> {
+        let reply = self
+            .script(
+                Op::DeleteMarker,
+                key,
+                &self.inner.scripts.marker_delete,
+                &[self.marker_key(key)],
+                &[value.as_bytes()],
+            )
+            .await?;
+        match reply.tag() {
+            b"deleted" => Ok(true),
+            b"absent" => Ok(false),
+            b"conflict" => Err(LeaseError::Conflict {
+                key: key.clone(),
+                existing: reply
+                    .text(1)
+                    .map_err(|why| malformed(Op::DeleteMarker, key, why))?,
+            }),
+            _ => Err(corrupt_or_malformed(Op::DeleteMarker, key, &reply)),
+        }
+    }
+
+    async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
+        match self
+            .read_value(Op::GetMarker, key, self.marker_key(key))
+            .await?
+        {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| LeaseError::Corrupt {
+                    key: key.clone(),
+                    detail: "the marker is not UTF-8".into(),
+                }),
+        }
+    }
+
+    async fn guarded_write(
+        &self,
+        fence: &Fence,
+        target: &LeaseKey,
+        value: &[u8],
+    ) -> Result<(), LeaseError> {
+        self.capabilities().check_value(target, value.len())?;
+        let key = &fence.key;
+        let [id, incarnation, token] = Self::fence_args(fence);
+        let keys = [self.record_key(key), self.guarded_key(target)];
+        let reply = self
+            .script(
+                Op::GuardedWrite,
+                key,
+                &self.inner.scripts.guarded_write,
+                &keys,
+                &[&id, &incarnation, &token, value],
+            )
+            .await?;
+        match reply.tag() {
+            b"written" => Ok(()),
+            b"corrupt" => Err(corrupt_or_malformed(Op::GuardedWrite, target, &reply)),
+            _ => Err(LeaseError::lost(
+                fence,
+                self.current(Op::GuardedWrite, key, &reply)?,
+            )),
+        }
+    }
+
+    async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
+        self.read_value(Op::ReadGuarded, target, self.guarded_key(target))
+            .await
+    }
+
+    async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
+        let give_up = Instant::now() + timeout;
+        let config = &self.inner.config;
+        let mut released = self
+            .inner
+            .notifier
+            .listen(timeout.min(config.connect_timeout))
+            .await;
+        loop {
+            let remaining = match self.inspect(key).await {
+                Ok(None) | Err(LeaseError::Corrupt { .. }) => return Ok(true),
+                Ok(Some(record)) => record.remaining,
+                Err(error) if Instant::now() >= give_up => return Err(error),
+                Err(_) => config.wait_recheck,
+            };
+            // Expiry publishes nothing: look again when the grant is due to
+            // end, and at least every `wait_recheck` in case a message was
+            // missed.
+            let recheck =
+                Instant::now() + remaining.min(config.wait_recheck) + Duration::from_millis(1);
+            loop {
+                tokio::select! {
+                    message = released.recv() => match message {
+                        Ok(released_key) if released_key != key.as_str() => continue,
+                        Ok(_) | Err(_) => break,
+                    },
+                    () = tokio::time::sleep_until(recheck.min(give_up)) => break,
+                }
+            }
+            if Instant::now() >= give_up {
+                return Ok(self.inspect(key).await.map_or(false, |r| r.is_none()));
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Conformance factories that start a server per case, so cases that
+//! restart it cannot disturb each other, and offer the restart hook.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lease_conformance::targets::RedisTarget;
+use lease_conformance::{Factory, Hooks, Subject};
+use lease_core::{BoxError, LeaseKey};
+use tokio::sync::Mutex;
+
+use crate::{EtcdCluster, RedisOptions, RedisServer, ServerError, servers_required};
+
+/// A server that could not be started is `Unavailable` (the cases end not
+/// run) unless servers are required, where it is an error (they fail).
+fn available<T>(started: Result<T, ServerError>) -> Result<T, BoxError> {
+    match started {
+        Ok(server) => Ok(server),
+        Err(why) if servers_required() => {
+            Err(format!("required server could not be started: {why}").into())
+        }
+        Err(why) => Err(Box::new(lease_conformance::Unavailable(format!(
+            "{why} (set LEASE_TEST_REQUIRE_SERVERS=1 to make this a failure)"
+        )))),
+    }
+}
+
+/// A fresh Redis server (in the environment's mode) per case.
+#[derive(Clone, Debug, Default)]
+pub struct RedisServerFactory {
+    /// How each server is started.
+    pub options: RedisOptions,
+}
+
+/// The target's hooks, plus restarting the server the case owns.
+struct ServerHooks<S> {
+    inner: Arc<dyn Hooks>,
+    server: Mutex<S>,
+}
+
+#[async_trait]
+impl Hooks for ServerHooks<RedisServer> {
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+        self.inner.plant_corrupt_record(key).await
+    }
+
+    async fn restart_server(&self) -> Option<Result<(), BoxError>> {
+        Some(self.server.lock().await.restart().await.map_err(Into::into))
+    }
+
+    async fn finish(&self) {
+        self.inner.finish().await;
+    }
+}
+
+#[async_trait]
+impl Factory for RedisServerFactory {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let server = available(RedisServer::start_with(self.options.clone()).await)?;
+        let subject = RedisTarget::new(server.url()).open().await?;
+        let hooks = ServerHooks {
+            inner: subject.hooks.clone(),
+            server: Mutex::new(server),
+        };
+        Ok(subject.with_hooks(Arc::new(hooks)))
+    }
+
+    fn expected_not_run(&self) -> &[&str] {
+        if crate::mode() == crate::Mode::External {
+            &["tokens_increase_across_server_restart"]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// A fresh one-member etcd cluster (in the environment's mode) per case.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdServerFactory;
+
+#[async_trait]
+impl Hooks for ServerHooks<EtcdCluster> {
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+        self.inner.plant_corrupt_record(key).await
+    }
+
+    async fn restart_server(&self) -> Option<Result<(), BoxError>> {
+        Some(
+            self.server
+                .lock()
+                .await
+                .restart_member(0)
+                .await
+                .map_err(Into::into),
+        )
+    }
+
+    async fn finish(&self) {
+        self.inner.finish().await;
+    }
+}

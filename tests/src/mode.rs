@@ -1,0 +1,69 @@
+//! Choosing how servers are had.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// How a test gets its servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// testcontainers, from locally built or configured images.
+    Containers,
+    /// Child processes on loopback ports.
+    Local,
+    /// Endpoints given in the environment.
+    External,
+}
+
+/// The mode from `LEASE_TEST_SERVERS`, or containers when a Docker engine
+/// answers and the images exist, else local.
+pub fn mode() -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("LEASE_TEST_SERVERS").as_deref() {
+        Ok("containers") => Mode::Containers,
+        Ok("local") => Mode::Local,
+        Ok("external") => Mode::External,
+        Ok(other) if !other.is_empty() => {
+            panic!("LEASE_TEST_SERVERS={other:?}: expected containers, local or external")
+        }
+        _ if docker_ready() => Mode::Containers,
+        _ => Mode::Local,
+    })
+}
+
+/// Whether a missing server fails the test (`LEASE_TEST_REQUIRE_SERVERS=1`).
+pub fn servers_required() -> bool {
+    matches!(
+        std::env::var("LEASE_TEST_REQUIRE_SERVERS").as_deref(),
+        Ok("1" | "true" | "yes")
+    )
+}
+
+fn docker_ready() -> bool {
+    let quiet = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    quiet(&["info"])
+        && quiet(&["image", "inspect", &crate::redis::image()])
+        && quiet(&["image", "inspect", &crate::etcd::image()])
+}
+
+/// A free port on 127.0.0.1, as the kernel hands them out.
+pub(crate) fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+}
+
+/// `name:tag` split for testcontainers.
+pub(crate) fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), "latest".to_owned()),
+    }
+}
