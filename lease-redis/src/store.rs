@@ -532,7 +532,7 @@ impl LeaseStore for RedisStore {
                 }
             }
             if Instant::now() >= give_up {
-                return Ok(self.inspect(key).await.map_or(false, |r| r.is_none()));
+                return Ok(self.inspect(key).await.is_ok_and(|r| r.is_none()));
             }
         }
     }
