@@ -5,6 +5,7 @@
 //! must not break. The factory gives every case a fresh store, offers the
 //! corrupt-record hook through the inner store, and the macro stamps one
 //! `#[test]` per case: `cargo test -p lease-conformance --example custom_backend`.
+//! `cargo run -p lease-conformance --example custom_backend` prints the report.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,6 +115,10 @@ impl Factory for MeteredFactory {
 
 lease_conformance::conformance_tests!(MeteredFactory);
 
-fn main() {
-    println!("run the suite with: cargo test -p lease-conformance --example custom_backend");
+/// Without the test harness: run every case and print the report table.
+#[tokio::main]
+async fn main() {
+    let cases = lease_conformance::all_cases();
+    let reports = lease_conformance::run_cases(Arc::new(MeteredFactory), cases, 8, |_| {}).await;
+    print!("{}", lease_conformance::report::table(&reports));
 }
