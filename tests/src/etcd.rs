@@ -32,7 +32,7 @@ impl Default for EtcdOptions {
 
 enum Backing {
     Local(LocalProcess),
-    Container(ContainerAsync<GenericImage>),
+    Container(Box<ContainerAsync<GenericImage>>),
 }
 
 struct Member {
@@ -131,7 +131,7 @@ impl EtcdCluster {
                     args,
                     dir.path().join(format!("n{i}.log")),
                 )?),
-                _ => Backing::Container(start_container(args).await?),
+                _ => Backing::Container(Box::new(start_container(args).await?)),
             };
             members.push(Member {
                 client_port: *client,

@@ -35,7 +35,7 @@ enum Backing {
         process: LocalProcess,
         _dir: tempfile::TempDir,
     },
-    Container(ContainerAsync<GenericImage>),
+    Container(Box<ContainerAsync<GenericImage>>),
     External,
 }
 
@@ -171,7 +171,7 @@ impl RedisServer {
             url: format!("redis://127.0.0.1:{port}"),
             port,
             mode: Mode::Containers,
-            backing: Backing::Container(container),
+            backing: Backing::Container(Box::new(container)),
         })
     }
 
