@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lease_conformance::targets::RedisTarget;
+use lease_conformance::targets::{EtcdTarget, RedisTarget};
 use lease_conformance::{Factory, Hooks, Subject};
 use lease_core::{BoxError, LeaseKey};
 use tokio::sync::Mutex;
@@ -97,5 +97,26 @@ impl Hooks for ServerHooks<EtcdCluster> {
 
     async fn finish(&self) {
         self.inner.finish().await;
+    }
+}
+
+#[async_trait]
+impl Factory for EtcdServerFactory {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let cluster = available(EtcdCluster::start().await)?;
+        let subject = EtcdTarget::new(cluster.endpoints().to_vec()).open().await?;
+        let hooks = ServerHooks {
+            inner: subject.hooks.clone(),
+            server: Mutex::new(cluster),
+        };
+        Ok(subject.with_hooks(Arc::new(hooks)))
+    }
+
+    fn expected_not_run(&self) -> &[&str] {
+        if crate::mode() == crate::Mode::External {
+            &["tokens_increase_across_server_restart"]
+        } else {
+            &[]
+        }
     }
 }

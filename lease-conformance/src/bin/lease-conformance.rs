@@ -46,6 +46,13 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
             target,
         )));
     }
+    #[cfg(feature = "etcd")]
+    if let Some(endpoints) = target.strip_prefix("etcd://") {
+        let endpoints = endpoints.split(',').map(str::to_owned).collect();
+        return Ok(Arc::new(lease_conformance::targets::EtcdTarget::new(
+            endpoints,
+        )));
+    }
     let scheme = target.split("://").next().unwrap_or_default();
     Err(format!(
         "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB] or etcd://HOST:PORT (scheme {scheme:?} is not built in)"

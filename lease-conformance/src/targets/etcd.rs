@@ -1,0 +1,70 @@
+//! The suite against an etcd cluster given by endpoints.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use etcd_client::{Client, DeleteOptions};
+use lease_core::{BoxError, LeaseKey};
+use lease_etcd::{EtcdConfig, EtcdStore};
+
+use crate::{Factory, Hooks, Subject};
+
+/// Opens an [`EtcdStore`] on `endpoints` with a fresh key prefix per case,
+/// offers the corrupt-record hook, and deletes the prefix afterwards.
+#[derive(Clone, Debug)]
+pub struct EtcdTarget {
+    endpoints: Vec<String>,
+}
+
+impl EtcdTarget {
+    /// A target for the cluster at `endpoints` (`host:port`).
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self { endpoints }
+    }
+}
+
+struct EtcdHooks {
+    store: EtcdStore,
+    client: Client,
+}
+
+#[async_trait]
+impl Hooks for EtcdHooks {
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+        let mut client = self.client.clone();
+        let planted = client
+            .put(self.store.record_key(key), "\u{0}not a lease record", None)
+            .await;
+        Some(planted.map(drop).map_err(Into::into))
+    }
+
+    async fn finish(&self) {
+        let mut client = self.client.clone();
+        let prefix = self.store.key_prefix();
+        if let Err(why) = client
+            .delete(prefix.as_str(), Some(DeleteOptions::new().with_prefix()))
+            .await
+        {
+            eprintln!("lease-conformance: could not clean up {prefix}: {why}");
+        }
+    }
+}
+
+#[async_trait]
+impl Factory for EtcdTarget {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let config = EtcdConfig::new(self.endpoints.clone()).prefix(super::fresh_namespace());
+        let store = EtcdStore::connect(config).await?;
+        let client = Client::connect(&self.endpoints, None).await?;
+        let hooks = EtcdHooks {
+            store: store.clone(),
+            client,
+        };
+        Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
+    }
+
+    fn expected_not_run(&self) -> &[&str] {
+        // A cluster someone else runs is not restarted by the suite.
+        &["tokens_increase_across_server_restart"]
+    }
+}

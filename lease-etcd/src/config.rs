@@ -1,0 +1,112 @@
+//! How to reach etcd and how the store behaves.
+
+use std::time::Duration;
+
+use lease_core::LeaseError;
+
+/// Settings for an [`EtcdStore`](crate::EtcdStore).
+#[derive(Clone)]
+pub struct EtcdConfig {
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) call_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) wait_recheck: Duration,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdConfig {
+    /// Settings for the cluster at `endpoints` (`host:port` or `http://host:port`).
+    pub fn new<I, S>(endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            prefix: "lease".to_owned(),
+            credentials: None,
+            call_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            wait_recheck: Duration::from_secs(1),
+        }
+    }
+
+    /// Keys go under `{prefix}/` (default `lease`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Authenticate as `user`.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The limit on every call (default 5 s).
+    pub fn call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
+    }
+
+    /// The limit on connecting (default 5 s).
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// How often a waiter re-checks a key besides its watch (default 1 s).
+    pub fn wait_recheck(mut self, every: Duration) -> Self {
+        self.wait_recheck = every;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), LeaseError> {
+        let invalid = |what: String, rule: &str| LeaseError::InvalidConfig {
+            backend: "etcd",
+            what,
+            rule: rule.to_owned(),
+        };
+        if self.endpoints.is_empty() {
+            return Err(invalid(
+                "endpoints []".into(),
+                "at least one endpoint is needed",
+            ));
+        }
+        let prefix = &self.prefix;
+        if prefix.is_empty()
+            || prefix.ends_with('/')
+            || prefix.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(invalid(
+                format!("prefix {prefix:?}"),
+                "must be non-empty, not end with '/', and hold no whitespace or control characters",
+            ));
+        }
+        for (what, value) in [
+            ("call timeout", self.call_timeout),
+            ("connect timeout", self.connect_timeout),
+            ("wait recheck", self.wait_recheck),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(
+                    format!("{what} {value:?}"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
