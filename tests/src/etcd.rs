@@ -212,7 +212,9 @@ impl EtcdCluster {
 async fn start_container(args: Vec<String>) -> Result<ContainerAsync<GenericImage>, ServerError> {
     let (name, tag) = split_image(&image());
     GenericImage::new(name, tag)
-        .with_wait_for(WaitFor::message_on_stderr("ready to serve client requests"))
+        // Members of a cluster become ready together: readiness is polled
+        // on /health once all are started.
+        .with_wait_for(WaitFor::Nothing)
         .with_network("host")
         .with_cmd(std::iter::once("etcd".to_owned()).chain(args))
         .with_startup_timeout(START_LIMIT)
