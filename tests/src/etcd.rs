@@ -158,6 +158,20 @@ impl EtcdCluster {
         })
     }
 
+    /// A cluster someone else runs: never restarted or stopped.
+    pub fn external<'a>(endpoints: impl IntoIterator<Item = &'a str>) -> Self {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| e.trim().trim_start_matches("http://").to_owned())
+            .collect();
+        Self {
+            endpoints,
+            members: Vec::new(),
+            mode: Mode::External,
+            _dir: None,
+        }
+    }
+
     /// The client endpoints, `127.0.0.1:PORT`.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

@@ -96,6 +96,16 @@ impl RedisServer {
         }
     }
 
+    /// A server someone else runs, at `url`: never restarted or stopped.
+    pub fn external(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            port: 0,
+            mode: Mode::External,
+            backing: Backing::External,
+        }
+    }
+
     async fn start_local(options: RedisOptions) -> Result<Self, ServerError> {
         let port = free_port()?;
         let dir = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
