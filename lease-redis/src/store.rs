@@ -139,7 +139,7 @@ impl RedisStore {
             invocation
                 .invoke_async::<T>(&mut connection)
                 .await
-                .map_err(|e| redis_error(op, key, e))
+                .map_err(|e| redis_error(op, key, e, self.inner.config.call_timeout))
         })
         .await
     }
@@ -270,7 +270,14 @@ fn channel(namespace: &str) -> String {
     format!("{{{namespace}}}:released")
 }
 
-fn redis_error(op: Op, key: &LeaseKey, error: redis::RedisError) -> LeaseError {
+fn redis_error(op: Op, key: &LeaseKey, error: redis::RedisError, limit: Duration) -> LeaseError {
+    if error.is_timeout() {
+        return LeaseError::Timeout {
+            op,
+            key: key.clone(),
+            after: limit,
+        };
+    }
     // Lost after sending: the script may or may not have run.
     let indeterminate = error.is_io_error() || error.is_connection_dropped() || error.is_timeout();
     let refused = error

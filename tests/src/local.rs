@@ -59,6 +59,23 @@ impl LocalProcess {
         self.start()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self
+            .child
+            .as_ref()
+            .ok_or("the process is not running")?
+            .id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .map_err(|e| format!("kill -{signal} {pid}: {e}"))?;
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("kill -{signal} {pid} failed"))
+    }
+
     /// Fails with the log's tail if the process has exited.
     pub fn check_alive(&mut self) -> Result<(), String> {
         if let Some(child) = self.child.as_mut()

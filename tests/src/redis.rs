@@ -238,6 +238,37 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP, or `docker pause`): connections stay
+    /// open and nothing answers — a GC pause or a hung host.
+    ///
+    /// # Errors
+    /// External servers cannot be paused.
+    pub async fn pause(&self) -> Result<(), ServerError> {
+        match &self.backing {
+            Backing::External => Err("an external server cannot be paused".to_owned().into()),
+            Backing::Local { process, .. } => process.signal("STOP").map_err(Into::into),
+            Backing::Container(container) => container
+                .pause()
+                .await
+                .map_err(|e| format!("pause failed: {e}").into()),
+        }
+    }
+
+    /// Thaws a paused server.
+    ///
+    /// # Errors
+    /// External servers cannot be paused or resumed.
+    pub async fn resume(&self) -> Result<(), ServerError> {
+        match &self.backing {
+            Backing::External => Err("an external server cannot be resumed".to_owned().into()),
+            Backing::Local { process, .. } => process.signal("CONT").map_err(Into::into),
+            Backing::Container(container) => container
+                .unpause()
+                .await
+                .map_err(|e| format!("unpause failed: {e}").into()),
+        }
+    }
+
     /// Stops and removes the server now (dropping does the same, later).
     pub async fn stop(self) {
         if let Backing::Container(container) = self.backing {

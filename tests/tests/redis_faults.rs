@@ -1,0 +1,417 @@
+//! Redis under faults and constraints: restarts that lose data, a frozen
+//! server, cut connections, one round trip per operation, a least-privilege
+//! ACL user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lease_core::{
+    Acquire, Claim, DynLeaseStore, FencedResource, Holder, LeaseError, LeaseKey, LeaseStore,
+    Leaser, LostReason,
+};
+use lease_redis::{RedisConfig, RedisStore};
+use lease_tests::{RedisOptions, RedisServer, or_skip};
+use tokio::time::Instant;
+
+fn key(text: &str) -> LeaseKey {
+    LeaseKey::new(text).unwrap()
+}
+
+async fn server() -> Option<RedisServer> {
+    or_skip("redis", RedisServer::start().await)
+}
+
+async fn connect(url: &str, config: impl FnOnce(RedisConfig) -> RedisConfig) -> RedisStore {
+    RedisStore::connect(config(RedisConfig::new(url)))
+        .await
+        .expect("redis answers")
+}
+
+/// Retries `f` while a restarted server comes back.
+async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for _ in 0..100 {
+        match f().await {
+            Ok(value) => return value,
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never recovered: {last}")
+}
+
+/// Two grants on one key with a restart that loses everything between
+/// them: does the second token come out higher?
+async fn token_survives_restart<F, Fut>(server: &mut RedisServer, mut grant: F) -> (u64, u64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
+    let first = eventually(&mut grant).await;
+    server.restart().await.expect("restart");
+    let second = eventually(&mut grant).await;
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_increase_across_a_restart_without_persistence() {
+    let Some(mut server) = server().await else {
+        return;
+    };
+    let store = connect(server.url(), |c| c).await;
+    let k = key("restart/tokens");
+    let (first, second) = token_survives_restart(&mut server, || {
+        let (store, k) = (store.clone(), k.clone());
+        async move {
+            let holder = Holder::unique("w").map_err(|e| e.to_string())?;
+            match store
+                .claim(&k, &holder, Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Claim::Acquired(grant) => {
+                    store
+                        .release(&grant.fence)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(grant.token().0)
+                }
+                Claim::Busy(record) => Err(format!("busy: {record:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(
+        second > first,
+        "token {second} after a data-losing restart is not above {first}"
+    );
+
+    // The same check against a plain INCR counter, the obvious design:
+    // the restart resets the counter and the check catches it.
+    let client = redis::Client::open(server.url()).unwrap();
+    let (first, second) = token_survives_restart(&mut server, || {
+        let client = client.clone();
+        async move {
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("INCR")
+                .arg("incr-token")
+                .query_async::<u64>(&mut connection)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert!(
+        second <= first,
+        "the INCR variant should have gone back: {first} then {second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_ends_the_lease_by_its_deadline_and_fencing_stops_the_late_write() {
+    let Some(server) = server().await else { return };
+    let call_timeout = Duration::from_millis(200);
+    let store: DynLeaseStore =
+        Arc::new(connect(server.url(), |c| c.call_timeout(call_timeout)).await);
+    let k = key("pause/lease");
+    let ttl = Duration::from_secs(1);
+    let leaser = Leaser::new(store.clone(), Holder::new("a", "1").unwrap(), ttl);
+    let Acquire::Held(lease) = leaser.try_acquire(&k).await.unwrap() else {
+        panic!("free key")
+    };
+    let resource = FencedResource::new("ledger", Vec::new());
+    resource.write(lease.fence(), |log| log.push("a1")).unwrap();
+
+    server.pause().await.expect("pause");
+    // Calls hang: they end by their timeout, with an outcome unknown.
+    let hung = store
+        .claim(&k, &Holder::new("b", "1").unwrap(), ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(hung, LeaseError::Timeout { .. }) && hung.is_indeterminate(),
+        "{hung}"
+    );
+    let deadline = lease.deadline();
+    lease.lost().cancelled().await;
+    let late = Instant::now().saturating_duration_since(deadline);
+    assert!(
+        late < Duration::from_millis(50),
+        "lost fired {late:?} after the deadline"
+    );
+    assert_eq!(lease.lost_reason(), Some(LostReason::DeadlinePassed));
+    server.resume().await.expect("resume");
+
+    // Once the grant has expired on the server, b gets a higher token and
+    // the resource refuses a's late write.
+    tokio::time::sleep(ttl).await;
+    let b = eventually(|| {
+        let store = store.clone();
+        let k = k.clone();
+        async move {
+            match store
+                .claim(&k, &Holder::new("b", "1").unwrap(), ttl)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Claim::Acquired(grant) => Ok(grant),
+                Claim::Busy(record) => Err(format!("still busy: {record:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(b.token() > lease.fence().token);
+    resource.write(&b.fence, |log| log.push("b1")).unwrap();
+    assert!(matches!(
+        resource.write(lease.fence(), |log| log.push("a2")),
+        Err(LeaseError::StaleFence { .. })
+    ));
+    assert!(
+        store
+            .guarded_write(lease.fence(), &key("pause/data"), b"a2")
+            .await
+            .unwrap_err()
+            .is_lost()
+    );
+    assert_eq!(resource.read(Vec::clone), ["a1", "b1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_connections_do_not_lose_a_kept_lease() {
+    let Some(server) = server().await else { return };
+    let store: DynLeaseStore =
+        Arc::new(connect(server.url(), |c| c.call_timeout(Duration::from_millis(500))).await);
+    let ttl = Duration::from_secs(2);
+    let leaser = Leaser::new(store.clone(), Holder::new("a", "1").unwrap(), ttl);
+    let Acquire::Held(lease) = leaser.try_acquire(&key("cut/lease")).await.unwrap() else {
+        panic!("free key")
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..4 {
+        // Kill every client connection but this one.
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        tokio::time::sleep(ttl / 2).await;
+    }
+    assert!(
+        !lease.is_lost(),
+        "lost after cut connections: {:?}",
+        lease.lost_reason()
+    );
+    assert!(store.check(lease.fence()).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_one_round_trip() {
+    let Some(server) = server().await else { return };
+    let store = connect(server.url(), |c| c.namespace("rt")).await;
+    let (k, target) = (key("rt/lease"), key("rt/data"));
+    let holder = Holder::new("a", "1").unwrap();
+    let ttl = Duration::from_secs(30);
+    // Load every script once: NOSCRIPT then SCRIPT LOAD is the cold path.
+    let warm = store
+        .claim(&k, &holder, ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    store.renew(&warm.fence, ttl).await.unwrap();
+    store
+        .guarded_write(&warm.fence, &target, b"x")
+        .await
+        .unwrap();
+    store.read_guarded(&target).await.unwrap();
+    store.inspect(&k).await.unwrap();
+    store.release(&warm.fence).await.unwrap();
+    store.put_marker(&k, "m").await.unwrap();
+    store.delete_marker(&k, "m").await.unwrap();
+    let grant = store
+        .claim(&k, &holder, ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let mut lines = monitor.into_on_message::<String>();
+    let sentinel = |n: usize| format!("sentinel-{n}");
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+
+    let mut counted = Vec::new();
+    macro_rules! op {
+        ($n:expr, $name:literal, $call:expr) => {{
+            let value = $call;
+            let _: () = redis::cmd("ECHO")
+                .arg(sentinel($n))
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            let mut commands = Vec::new();
+            while let Some(line) = lines.next().await {
+                if line.contains(&sentinel($n)) {
+                    break;
+                }
+                // Commands a script runs show as `[0 lua]`: not round trips.
+                if !line.contains(" lua]") {
+                    commands.push(line);
+                }
+            }
+            counted.push(($name, commands));
+            value
+        }};
+    }
+    op!(0, "renew", store.renew(&grant.fence, ttl).await.unwrap());
+    let _ = op!(1, "claim", store.claim(&k, &holder, ttl).await.unwrap());
+    let taken = op!(
+        2,
+        "reclaim",
+        store
+            .reclaim(&grant.fence, &Holder::new("b", "1").unwrap(), ttl)
+            .await
+            .unwrap()
+    );
+    let b = taken
+        .acquired()
+        .expect("the observed grant is taken over")
+        .fence;
+    op!(3, "inspect", store.inspect(&k).await.unwrap());
+    op!(
+        4,
+        "guarded_write",
+        store.guarded_write(&b, &target, b"y").await.unwrap()
+    );
+    op!(
+        5,
+        "read_guarded",
+        store.read_guarded(&target).await.unwrap()
+    );
+    op!(6, "release", store.release(&b).await.unwrap());
+    op!(7, "put_marker", store.put_marker(&k, "m").await.unwrap());
+    op!(8, "get_marker", store.get_marker(&k).await.unwrap());
+    op!(
+        9,
+        "delete_marker",
+        store.delete_marker(&k, "m").await.unwrap()
+    );
+    for (name, commands) in counted {
+        assert_eq!(commands.len(), 1, "{name} sent {commands:#?}");
+        assert!(
+            commands[0].to_lowercase().contains("\"evalsha\""),
+            "{name} sent {commands:?}"
+        );
+    }
+}
+
+/// Only what the adapter needs: its scripts, the commands they run, its
+/// keys and its channel.
+const LEASER_ACL: &str = "on >s3cret resetkeys ~{acl}:* resetchannels &{acl}:* -@all \
+    +evalsha +eval +script|load +time +type +hmget +hset +pexpire +del +publish +get +set +subscribe +ping";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_acl_user_suffices_and_a_lesser_one_is_told_why() {
+    let Some(server) = server().await else { return };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let mut setuser = redis::cmd("ACL");
+    setuser
+        .arg("SETUSER")
+        .arg("leaser")
+        .arg(LEASER_ACL.split_whitespace().collect::<Vec<_>>());
+    let _: () = setuser.query_async(&mut admin).await.unwrap();
+    let mut lesser = redis::cmd("ACL");
+    lesser
+        .arg("SETUSER")
+        .arg("reader")
+        .arg(&["on", ">s3cret", "~*", "+get", "+ping"][..]);
+    let _: () = lesser.query_async(&mut admin).await.unwrap();
+
+    let url = server.url().replace("redis://", "redis://leaser:s3cret@");
+    let store: DynLeaseStore = Arc::new(connect(&url, |c| c.namespace("acl")).await);
+    let k = key("acl/lease");
+    let grant = store
+        .claim(&k, &Holder::new("a", "1").unwrap(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let grant = grant.acquired().expect("free key");
+    let waiter = tokio::spawn({
+        let (store, k) = (store.clone(), k.clone());
+        async move { store.wait_free(&k, Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(store.release(&grant.fence).await.unwrap());
+    assert!(
+        waiter.await.unwrap().unwrap(),
+        "the waiter heard the release through the ACL'd channel"
+    );
+    store.put_marker(&k, "m").await.unwrap();
+    store
+        .guarded_write(&grant.fence, &key("acl/data"), b"x")
+        .await
+        .unwrap_err();
+
+    let url = server.url().replace("redis://", "redis://reader:s3cret@");
+    let reader = connect(&url, |c| c.namespace("acl")).await;
+    let refused = reader
+        .claim(&k, &Holder::new("r", "1").unwrap(), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("refused the script") && message.contains("EVALSHA"),
+        "{message}"
+    );
+
+    let url = server.url().replace("redis://", "redis://leaser:wrong@");
+    let denied = RedisStore::connect(RedisConfig::new(url))
+        .await
+        .unwrap_err();
+    assert!(matches!(denied, LeaseError::Connect { .. }), "{denied}");
+    assert!(
+        !denied.to_string().contains("wrong"),
+        "the password leaked into: {denied}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistence_keeps_the_grant_across_a_restart() {
+    let options = RedisOptions {
+        persistence: true,
+        ..RedisOptions::default()
+    };
+    let Some(mut server) = or_skip("redis", RedisServer::start_with(options).await) else {
+        return;
+    };
+    let store = connect(server.url(), |c| c).await;
+    let k = key("persist/lease");
+    let grant = store
+        .claim(&k, &Holder::new("a", "1").unwrap(), Duration::from_secs(60))
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    server.restart().await.unwrap();
+    let record = eventually(|| {
+        let (store, k) = (store.clone(), k.clone());
+        async move { store.inspect(&k).await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    assert!(
+        record.is_some_and(|r| r.is(&grant.fence)),
+        "the grant did not survive an AOF restart"
+    );
+}
