@@ -213,6 +213,45 @@ impl EtcdCluster {
         Ok(())
     }
 
+    /// Freezes member `i` (SIGSTOP, or `docker pause`): it holds its
+    /// connections and answers nothing.
+    ///
+    /// # Errors
+    /// External clusters cannot be paused.
+    pub async fn pause_member(&self, i: usize) -> Result<(), ServerError> {
+        match &self
+            .members
+            .get(i)
+            .ok_or_else(|| format!("no member {i}"))?
+            .backing
+        {
+            Backing::Local(process) => process.signal("STOP").map_err(Into::into),
+            Backing::Container(container) => container
+                .pause()
+                .await
+                .map_err(|e| format!("pause failed: {e}").into()),
+        }
+    }
+
+    /// Thaws a paused member.
+    ///
+    /// # Errors
+    /// External clusters cannot be paused or resumed.
+    pub async fn resume_member(&self, i: usize) -> Result<(), ServerError> {
+        match &self
+            .members
+            .get(i)
+            .ok_or_else(|| format!("no member {i}"))?
+            .backing
+        {
+            Backing::Local(process) => process.signal("CONT").map_err(Into::into),
+            Backing::Container(container) => container
+                .unpause()
+                .await
+                .map_err(|e| format!("unpause failed: {e}").into()),
+        }
+    }
+
     /// Stops and removes the cluster now (dropping does the same, later).
     pub async fn stop(self) {
         for member in self.members {

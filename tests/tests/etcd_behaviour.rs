@@ -1,0 +1,301 @@
+//! etcd specifics: shared keep-alive streams, one RPC per claim, watch
+//! latency, authentication, and a frozen member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, Permission};
+use lease_core::{
+    Acquire, Claim, DynLeaseStore, Holder, LeaseError, LeaseKey, LeaseStore, Leaser, LostReason,
+};
+use lease_etcd::{EtcdConfig, EtcdStore};
+use lease_tests::{EtcdCluster, or_skip};
+use tokio::time::Instant;
+
+fn key(text: &str) -> LeaseKey {
+    LeaseKey::new(text).unwrap()
+}
+
+async fn cluster() -> Option<EtcdCluster> {
+    or_skip("etcd", EtcdCluster::start().await)
+}
+
+async fn connect(cluster: &EtcdCluster) -> EtcdStore {
+    EtcdStore::connect(EtcdConfig::new(cluster.endpoints().to_vec()))
+        .await
+        .expect("etcd answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_grants_share_one_keep_alive_stream_per_ttl() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let store = connect(&cluster).await;
+    let holder = Holder::new("bulk", "1").unwrap();
+    let ttl = Duration::from_secs(4);
+    let mut fences = Vec::new();
+    for i in 0..1000 {
+        let grant = store
+            .claim(&key(&format!("bulk/{i}")), &holder, ttl)
+            .await
+            .unwrap()
+            .acquired()
+            .unwrap();
+        fences.push(grant.fence);
+    }
+    assert_eq!(
+        store.keep_alive_streams(),
+        1,
+        "1000 grants of one TTL, one stream"
+    );
+    let other = store
+        .claim(&key("bulk/other-ttl"), &holder, ttl * 2)
+        .await
+        .unwrap();
+    assert!(other.grant().is_some());
+    assert_eq!(
+        store.keep_alive_streams(),
+        2,
+        "a second TTL value, a second stream"
+    );
+    // Keep them past several TTLs by renewing; the streams stay two.
+    let started = Instant::now();
+    while started.elapsed() < ttl * 2 {
+        for fence in &fences {
+            store.renew(fence, ttl).await.unwrap();
+        }
+        tokio::time::sleep(ttl / 4).await;
+    }
+    assert_eq!(store.keep_alive_streams(), 2);
+    for fence in fences.iter().step_by(97) {
+        assert!(
+            store.check(fence).await.unwrap(),
+            "{fence} expired while renewed"
+        );
+    }
+    // Releasing some grants never drops the others' keys.
+    for fence in &fences[..500] {
+        assert!(store.release(fence).await.unwrap());
+    }
+    for fence in &fences[500..] {
+        assert!(
+            store.check(fence).await.unwrap(),
+            "{fence} was dropped by another's release"
+        );
+    }
+}
+
+/// `grpc_server_started_total` summed over unary methods, by method.
+async fn rpc_counts(endpoint: &str) -> std::collections::BTreeMap<String, u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(endpoint).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_started_total{"))
+    {
+        let method = line
+            .split("grpc_method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default();
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *counts.entry(method.to_owned()).or_insert(0) += value as u64;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_in_steady_state_is_one_rpc() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let store = connect(&cluster).await;
+    let endpoint = &cluster.endpoints()[0];
+    let ttl = Duration::from_secs(30);
+    // The first claim grants the shared lease and opens its stream.
+    store
+        .claim(&key("rpc/warm"), &Holder::new("a", "1").unwrap(), ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    let mut per_claim = Vec::new();
+    for i in 0..5 {
+        let before = rpc_counts(endpoint).await;
+        let claim = store
+            .claim(
+                &key(&format!("rpc/{i}")),
+                &Holder::new("a", "1").unwrap(),
+                ttl,
+            )
+            .await
+            .unwrap();
+        assert!(claim.grant().is_some());
+        let after = rpc_counts(endpoint).await;
+        let delta: Vec<_> = after
+            .iter()
+            .filter_map(|(method, n)| {
+                let d = n - before.get(method).copied().unwrap_or(0);
+                (d > 0).then(|| (method.clone(), d))
+            })
+            .collect();
+        per_claim.push(delta);
+    }
+    for delta in &per_claim {
+        assert_eq!(
+            delta,
+            &[("Txn".to_owned(), 1)],
+            "a claim issued {per_claim:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_waiter_wakes_within_milliseconds_of_a_release() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let store: DynLeaseStore = Arc::new(connect(&cluster).await);
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let k = key(&format!("watch/{i}"));
+        let grant = store
+            .claim(&k, &Holder::new("a", "1").unwrap(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let grant = grant.acquired().unwrap();
+        let waiter = tokio::spawn({
+            let (store, k) = (store.clone(), k.clone());
+            async move {
+                let woke = store.wait_free(&k, Duration::from_secs(20)).await;
+                (woke, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        assert!(store.release(&grant.fence).await.unwrap());
+        let (woke, at) = waiter.await.unwrap();
+        assert!(woke.unwrap());
+        latencies.push(at - released);
+    }
+    latencies.sort();
+    let (median, max) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
+    eprintln!(
+        "etcd wait wake-up after release: median {median:?}, max {max:?} over {} releases",
+        latencies.len()
+    );
+    assert!(
+        max < Duration::from_millis(200),
+        "a waiter woke {max:?} after the release (a poll, not the watch)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_users_work_and_wrong_credentials_are_told_so() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let mut admin = Client::connect(cluster.endpoints(), None).await.unwrap();
+    admin.user_add("root", "rootpw", None).await.unwrap();
+    admin.role_add("root").await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.role_add("leaser").await.unwrap();
+    admin
+        .role_grant_permission("leaser", Permission::read_write("apps/").with_prefix())
+        .await
+        .unwrap();
+    admin.user_add("app", "app-secret", None).await.unwrap();
+    admin.user_grant_role("app", "leaser").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let config = EtcdConfig::new(cluster.endpoints().to_vec())
+        .prefix("apps/billing")
+        .credentials("app", "app-secret");
+    let store = EtcdStore::connect(config)
+        .await
+        .expect("the app user connects");
+    let k = key("auth/lease");
+    let grant = store
+        .claim(&k, &Holder::new("a", "1").unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let grant = grant.acquired().expect("free key");
+    store
+        .renew(&grant.fence, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(store.release(&grant.fence).await.unwrap());
+
+    let config = EtcdConfig::new(cluster.endpoints().to_vec()).credentials("app", "wrong");
+    let refused = EtcdStore::connect(config).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, LeaseError::Connect { .. }), "{message}");
+    assert!(message.contains("authentication failed"), "{message}");
+    assert!(!message.contains("wrong"), "the password leaked: {message}");
+
+    // Outside its prefix, the user is refused with the reason.
+    let config = EtcdConfig::new(cluster.endpoints().to_vec())
+        .prefix("other")
+        .credentials("app", "app-secret");
+    let outside = EtcdStore::connect(config).await.unwrap_err();
+    assert!(
+        outside.to_string().contains("permission denied"),
+        "{outside}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_cluster_ends_the_lease_by_its_deadline() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let config =
+        EtcdConfig::new(cluster.endpoints().to_vec()).call_timeout(Duration::from_millis(300));
+    let store: DynLeaseStore = Arc::new(EtcdStore::connect(config).await.unwrap());
+    let ttl = Duration::from_secs(2);
+    let leaser = Leaser::new(store.clone(), Holder::new("a", "1").unwrap(), ttl);
+    let Acquire::Held(lease) = leaser.try_acquire(&key("freeze/lease")).await.unwrap() else {
+        panic!("free key")
+    };
+    cluster.pause_member(0).await.expect("pause");
+    let deadline = lease.deadline();
+    lease.lost().cancelled().await;
+    let late = Instant::now().saturating_duration_since(deadline);
+    cluster.resume_member(0).await.expect("resume");
+    assert!(
+        late < Duration::from_millis(50),
+        "lost fired {late:?} after the deadline"
+    );
+    assert_eq!(lease.lost_reason(), Some(LostReason::DeadlinePassed));
+    // After the thaw, the old grant is gone and the next is newer.
+    let mut next = None;
+    for _ in 0..100 {
+        match store
+            .claim(&key("freeze/lease"), &Holder::new("b", "1").unwrap(), ttl)
+            .await
+        {
+            Ok(Claim::Acquired(grant)) => {
+                next = Some(grant);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let next = next.expect("b gets the lease once the old grant ends");
+    assert!(next.token() > lease.fence().token);
+}
