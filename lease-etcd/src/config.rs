@@ -13,6 +13,7 @@ pub struct EtcdConfig {
     pub(crate) call_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) wait_recheck: Duration,
+    pub(crate) root_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -40,6 +41,7 @@ impl EtcdConfig {
             call_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             wait_recheck: Duration::from_secs(1),
+            root_ca: None,
         }
     }
 
@@ -73,6 +75,13 @@ impl EtcdConfig {
         self
     }
 
+    /// Connect with TLS (`https://` endpoints), trusting this CA (PEM).
+    /// Needs the `tls` feature.
+    pub fn tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_ca = Some(pem.into());
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), LeaseError> {
         let invalid = |what: String, rule: &str| LeaseError::InvalidConfig {
             backend: "etcd",
@@ -93,6 +102,12 @@ impl EtcdConfig {
             return Err(invalid(
                 format!("prefix {prefix:?}"),
                 "must be non-empty, not end with '/', and hold no whitespace or control characters",
+            ));
+        }
+        if self.root_ca.is_some() && !cfg!(feature = "tls") {
+            return Err(invalid(
+                "TLS root CA".into(),
+                "TLS needs lease-etcd built with the `tls` feature",
             ));
         }
         for (what, value) in [

@@ -39,6 +39,11 @@
 //!   lease is gone its keys are gone, the next renewal is refused, and a
 //!   [`lease_core::Leaser`] fires its lost signal.
 //!
+//! Connections take a list of endpoints, optional user/password
+//! ([`EtcdConfig::credentials`]) and, with the `tls` feature, TLS to
+//! `https://` endpoints ([`EtcdConfig::tls_root_ca`]). Every call runs under
+//! [`EtcdConfig::call_timeout`].
+//!
 //! Takeovers (reclaim of a live grant, repair of a corrupt record) take two
 //! round trips: etcd cannot delete and create one key in a transaction.
 //! `inspect` of another client's grant reports the TTL it was granted as its

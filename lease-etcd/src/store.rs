@@ -105,6 +105,12 @@ impl EtcdStore {
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &config.root_ca {
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(pem));
+            options = options.with_tls(tls);
+        }
         let endpoint = config.endpoints.join(",");
         let connect_error = |source: lease_core::BoxError| LeaseError::Connect {
             backend: BACKEND,
@@ -429,9 +435,8 @@ impl EtcdStore {
         }
     }
 
-    async fn lost(&self, op: Op, fence: &Fence, found: Found) -> LeaseError {
-        let _ = op;
-        LeaseError::lost(fence, self.record_of(&fence.key, &found))
+    fn lost(&self, fence: &Fence, found: &Found) -> LeaseError {
+        LeaseError::lost(fence, self.record_of(&fence.key, found))
     }
 }
 
@@ -505,7 +510,7 @@ impl LeaseStore for EtcdStore {
             .await?
         {
             Ok(()) => Ok(Grant::new(fence.clone(), ttl, sent, false)),
-            Err(found) => Err(self.lost(Op::Renew, fence, found).await),
+            Err(found) => Err(self.lost(fence, &found)),
         }
     }
 
@@ -630,13 +635,7 @@ impl LeaseStore for EtcdStore {
         if response.succeeded() {
             return Ok(());
         }
-        Err(self
-            .lost(
-                Op::GuardedWrite,
-                fence,
-                Found::from_kv(got(&response).as_ref()),
-            )
-            .await)
+        Err(self.lost(fence, &Found::from_kv(got(&response).as_ref())))
     }
 
     async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {

@@ -13,6 +13,7 @@ pub struct RedisConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) retention: Duration,
     pub(crate) wait_recheck: Duration,
+    pub(crate) root_ca: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -26,6 +27,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(60),
             wait_recheck: Duration::from_secs(1),
+            root_ca: None,
         }
     }
 
@@ -61,6 +63,13 @@ impl RedisConfig {
         self
     }
 
+    /// Trust this CA (PEM) for `rediss://` instead of the system's roots.
+    /// Needs the `tls` feature.
+    pub fn tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_ca = Some(pem.into());
+        self
+    }
+
     /// The URL with any password replaced, for errors and logs.
     pub(crate) fn redacted_url(&self) -> String {
         match (self.url.find("://"), self.url.rfind('@')) {
@@ -91,6 +100,12 @@ impl RedisConfig {
             return Err(invalid(
                 format!("namespace {ns:?}"),
                 "must not contain braces, whitespace or control characters",
+            ));
+        }
+        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
+            return Err(invalid(
+                format!("URL {}", self.redacted_url()),
+                "rediss:// needs lease-redis built with the `tls` feature",
             ));
         }
         for (what, value) in [

@@ -51,7 +51,7 @@ impl RedisStore {
     /// the credentials) within the connect timeout.
     pub async fn connect(config: RedisConfig) -> Result<Self, LeaseError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| LeaseError::InvalidConfig {
+        let client = open_client(&config).map_err(|e| LeaseError::InvalidConfig {
             backend: BACKEND,
             what: format!("URL {}", config.redacted_url()),
             rule: format!("must be redis://[user:password@]host:port[/db] or rediss://… with the tls feature ({e})"),
@@ -264,6 +264,20 @@ impl RedisStore {
             _ => Err(corrupt_or_malformed(op, key, &reply)),
         }
     }
+}
+
+fn open_client(config: &RedisConfig) -> redis::RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    if let Some(pem) = &config.root_ca {
+        // Only ring is built in; make it the process default if none is.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let roots = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        return redis::Client::build_with_tls(config.url.as_str(), roots);
+    }
+    redis::Client::open(config.url.as_str())
 }
 
 fn channel(namespace: &str) -> String {

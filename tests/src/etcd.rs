@@ -22,11 +22,16 @@ pub(crate) fn image() -> String {
 pub struct EtcdOptions {
     /// Members of the cluster (1 or 3).
     pub members: usize,
+    /// Serve clients over TLS: `(cert, key)` file paths. Local mode only.
+    pub tls: Option<(String, String)>,
 }
 
 impl Default for EtcdOptions {
     fn default() -> Self {
-        Self { members: 1 }
+        Self {
+            members: 1,
+            tls: None,
+        }
     }
 }
 
@@ -81,6 +86,16 @@ impl EtcdCluster {
     /// # Errors
     /// Why the servers could not be had.
     pub async fn start_in(mode: Mode, options: EtcdOptions) -> Result<Self, ServerError> {
+        let mode = if options.tls.is_some() && mode == Mode::Containers {
+            Mode::Local
+        } else {
+            mode
+        };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if mode == Mode::External {
             let endpoints = std::env::var("LEASE_TEST_ETCD_ENDPOINTS").map_err(|_| {
                 "LEASE_TEST_SERVERS=external needs LEASE_TEST_ETCD_ENDPOINTS".to_owned()
@@ -116,8 +131,8 @@ impl EtcdCluster {
             let args = vec![
                 format!("--name=n{i}"),
                 format!("--data-dir={data}"),
-                format!("--listen-client-urls=http://127.0.0.1:{client}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                format!("--listen-client-urls={scheme}://127.0.0.1:{client}"),
+                format!("--advertise-client-urls={scheme}://127.0.0.1:{client}"),
                 format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
                 format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
                 format!("--initial-cluster={}", cluster.join(",")),
@@ -125,6 +140,10 @@ impl EtcdCluster {
                 "--initial-cluster-state=new".into(),
                 "--logger=zap".into(),
             ];
+            let mut args = args;
+            if let Some((cert, key)) = &options.tls {
+                args.extend([format!("--cert-file={cert}"), format!("--key-file={key}")]);
+            }
             let backing = match mode {
                 Mode::Local => Backing::Local(LocalProcess::spawn(
                     "etcd",
@@ -138,17 +157,21 @@ impl EtcdCluster {
                 backing,
             });
         }
+        let tls = options.tls.is_some();
         for member in &mut members {
             let port = member.client_port;
             if let Backing::Local(process) = &mut member.backing {
-                wait_ready(process, START_LIMIT, || health(port)).await?;
+                wait_ready(process, START_LIMIT, || ready(port, tls)).await?;
             } else {
                 poll(START_LIMIT, || health(port)).await?;
             }
         }
         let endpoints = members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| match tls {
+                true => format!("https://127.0.0.1:{}", m.client_port),
+                false => format!("127.0.0.1:{}", m.client_port),
+            })
             .collect();
         Ok(Self {
             endpoints,
@@ -188,6 +211,7 @@ impl EtcdCluster {
     /// External clusters cannot be restarted; a member that does not come
     /// back is an error.
     pub async fn restart_member(&mut self, i: usize) -> Result<(), ServerError> {
+        let tls = self.endpoints.iter().any(|e| e.starts_with("https://"));
         let member = self
             .members
             .get_mut(i)
@@ -196,7 +220,7 @@ impl EtcdCluster {
         match &mut member.backing {
             Backing::Local(process) => {
                 process.restart()?;
-                wait_ready(process, START_LIMIT, || health(port)).await?;
+                wait_ready(process, START_LIMIT, || ready(port, tls)).await?;
             }
             Backing::Container(container) => {
                 container
@@ -296,6 +320,18 @@ where
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+}
+
+/// Ready: healthy, or for TLS (no handshake here) accepting connections.
+async fn ready(port: u16, tls: bool) -> Result<(), String> {
+    if tls {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    } else {
+        health(port).await
     }
 }
 

@@ -148,7 +148,10 @@ async fn external_endpoints_are_used_as_given_and_never_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_member_cluster_survives_a_member_restart() {
-    let options = EtcdOptions { members: 3 };
+    let options = EtcdOptions {
+        members: 3,
+        ..EtcdOptions::default()
+    };
     let Some(mut cluster) = or_skip(
         "etcd cluster",
         EtcdCluster::start_in(Mode::Local, options).await,
@@ -168,5 +171,46 @@ async fn three_member_cluster_survives_a_member_restart() {
     assert!(
         after > before,
         "token {after} after rolling restart is not above {before}"
+    );
+}
+
+/// `with-servers` with no server binaries on the PATH and no Docker.
+fn without_servers(require: bool) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_with-servers"))
+        .arg("/bin/true")
+        .env("PATH", "/nonexistent")
+        .env("LEASE_TEST_SERVERS", "local")
+        .env(
+            "LEASE_TEST_REQUIRE_SERVERS",
+            if require { "1" } else { "0" },
+        )
+        .output()
+        .expect("with-servers runs")
+}
+
+#[test]
+fn missing_servers_fail_with_the_reason_when_required() {
+    let output = without_servers(true);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("required server could not be started"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot start redis-server"), "{stderr}");
+}
+
+#[test]
+fn missing_servers_are_reported_loudly_when_not_required() {
+    let output = without_servers(false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("!!! no server for LEASE_TEST_REDIS_URL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("!!! no server for LEASE_TEST_ETCD_ENDPOINTS"),
+        "{stderr}"
     );
 }

@@ -415,3 +415,151 @@ async fn persistence_keeps_the_grant_across_a_restart() {
         "the grant did not survive an AOF restart"
     );
 }
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    output
+        .status
+        .success()
+        .then_some(())
+        .ok_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A private CA and a server certificate for 127.0.0.1 it signed.
+fn certificates(dir: &std::path::Path) -> Result<(), String> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lease-test-ca",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path()).expect("openssl makes the test certificates");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let options = RedisOptions {
+        tls: Some((file("server.crt"), file("server.key"), file("ca.crt"))),
+        ..RedisOptions::default()
+    };
+    let Some(server) = or_skip("redis with TLS", RedisServer::start_with(options).await) else {
+        return;
+    };
+    assert!(server.url().starts_with("rediss://"));
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let store: DynLeaseStore = Arc::new(connect(server.url(), |c| c.tls_root_ca(ca)).await);
+    let k = key("tls/lease");
+    let grant = store
+        .claim(&k, &Holder::new("a", "1").unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    let waiter = tokio::spawn({
+        let (store, k) = (store.clone(), k.clone());
+        async move { store.wait_free(&k, Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(store.release(&grant.fence).await.unwrap());
+    assert!(
+        waiter.await.unwrap().unwrap(),
+        "the release notification arrived over TLS"
+    );
+
+    // The system's roots do not know the private CA.
+    let refused =
+        RedisStore::connect(RedisConfig::new(server.url()).connect_timeout(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+    assert!(matches!(refused, LeaseError::Connect { .. }), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_records_are_dropped_after_the_retention_time() {
+    let Some(server) = server().await else { return };
+    let retention = Duration::from_millis(300);
+    let store = connect(server.url(), |c| c.namespace("mem").retention(retention)).await;
+    let holder = Holder::new("a", "1").unwrap();
+    for i in 0..500 {
+        let grant = store
+            .claim(
+                &key(&format!("mem/{i}")),
+                &holder,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap()
+            .acquired()
+            .unwrap();
+        if i % 2 == 0 {
+            store.release(&grant.fence).await.unwrap();
+        }
+    }
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let kept: u64 = redis::cmd("DBSIZE").query_async(&mut admin).await.unwrap();
+    assert!(kept > 0, "records are kept for the retention time");
+    // Released records go after the retention, expired ones after TTL + retention.
+    tokio::time::sleep(Duration::from_millis(200) + retention + Duration::from_millis(300)).await;
+    let kept: u64 = redis::cmd("DBSIZE").query_async(&mut admin).await.unwrap();
+    assert_eq!(kept, 0, "ended records outlived the retention time");
+}
