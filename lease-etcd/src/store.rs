@@ -318,13 +318,8 @@ impl EtcdStore {
             }));
         }
         let lease = self.shared_lease(op, key, ttl).await?;
-        let (low, high) = record::holder_range(holder);
         let txn = Txn::new()
-            .when([
-                Compare::create_revision(etcd_key.as_str(), CompareOp::Equal, token),
-                Compare::value(etcd_key.as_str(), CompareOp::Greater, low),
-                Compare::value(etcd_key.as_str(), CompareOp::Less, high),
-            ])
+            .when(holds(&etcd_key, token, holder))
             .and_then([TxnOp::put(
                 etcd_key.as_str(),
                 record::encode(holder, ttl),
@@ -440,6 +435,17 @@ impl EtcdStore {
     }
 }
 
+/// Compares that hold when `etcd_key` is the grant `token` of `holder`:
+/// created at that revision, its value in the holder's range.
+fn holds(etcd_key: &str, token: i64, holder: &Holder) -> [Compare; 3] {
+    let (low, high) = record::holder_range(holder);
+    [
+        Compare::create_revision(etcd_key, CompareOp::Equal, token),
+        Compare::value(etcd_key, CompareOp::Greater, low),
+        Compare::value(etcd_key, CompareOp::Less, high),
+    ]
+}
+
 fn got(response: &TxnResponse) -> Option<KeyValue> {
     response.op_responses().into_iter().find_map(|r| match r {
         TxnOpResponse::Get(get) => get.kvs().first().cloned(),
@@ -521,13 +527,8 @@ impl LeaseStore for EtcdStore {
         if self.expired_here(etcd_key.as_bytes(), token) {
             return Ok(false);
         }
-        let (low, high) = record::holder_range(&fence.holder);
         let txn = Txn::new()
-            .when([
-                Compare::create_revision(etcd_key.as_str(), CompareOp::Equal, token),
-                Compare::value(etcd_key.as_str(), CompareOp::Greater, low),
-                Compare::value(etcd_key.as_str(), CompareOp::Less, high),
-            ])
+            .when(holds(&etcd_key, token, &fence.holder))
             .and_then([TxnOp::delete(etcd_key.as_str(), None)]);
         let released = self.txn(Op::Release, key, txn).await?.succeeded();
         self.inner.grants.forget(etcd_key.as_bytes(), token);
@@ -622,13 +623,8 @@ impl LeaseStore for EtcdStore {
         if self.expired_here(etcd_key.as_bytes(), token) {
             return Err(LeaseError::lost(fence, None));
         }
-        let (low, high) = record::holder_range(&fence.holder);
         let txn = Txn::new()
-            .when([
-                Compare::create_revision(etcd_key.as_str(), CompareOp::Equal, token),
-                Compare::value(etcd_key.as_str(), CompareOp::Greater, low),
-                Compare::value(etcd_key.as_str(), CompareOp::Less, high),
-            ])
+            .when(holds(&etcd_key, token, &fence.holder))
             .and_then([TxnOp::put(self.guarded_key(target), value, None)])
             .or_else([TxnOp::get(etcd_key.as_str(), None)]);
         let response = self.txn(Op::GuardedWrite, key, txn).await?;

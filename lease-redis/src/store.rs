@@ -317,6 +317,18 @@ fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
     )
 }
 
+/// A marker reply that is neither success nor absence: a conflict with the
+/// existing value, a corrupt key, or an unreadable reply.
+fn marker_refusal(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
+    match (reply.tag(), reply.text(1)) {
+        (b"conflict", Ok(existing)) => LeaseError::Conflict {
+            key: key.clone(),
+            existing,
+        },
+        _ => corrupt_or_malformed(op, key, reply),
+    }
+}
+
 fn corrupt_or_malformed(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
     match (reply.tag(), reply.text(1)) {
         (b"corrupt", Ok(detail)) => LeaseError::Corrupt {
@@ -441,13 +453,7 @@ impl LeaseStore for RedisStore {
             .await?;
         match reply.tag() {
             b"set" => Ok(()),
-            b"conflict" => Err(LeaseError::Conflict {
-                key: key.clone(),
-                existing: reply
-                    .text(1)
-                    .map_err(|why| malformed(Op::PutMarker, key, why))?,
-            }),
-            _ => Err(corrupt_or_malformed(Op::PutMarker, key, &reply)),
+            _ => Err(marker_refusal(Op::PutMarker, key, &reply)),
         }
     }
 
@@ -464,13 +470,7 @@ impl LeaseStore for RedisStore {
         match reply.tag() {
             b"deleted" => Ok(true),
             b"absent" => Ok(false),
-            b"conflict" => Err(LeaseError::Conflict {
-                key: key.clone(),
-                existing: reply
-                    .text(1)
-                    .map_err(|why| malformed(Op::DeleteMarker, key, why))?,
-            }),
-            _ => Err(corrupt_or_malformed(Op::DeleteMarker, key, &reply)),
+            _ => Err(marker_refusal(Op::DeleteMarker, key, &reply)),
         }
     }
 

@@ -11,6 +11,15 @@ use tokio::sync::Mutex;
 
 use crate::{EtcdCluster, RedisOptions, RedisServer, ServerError, servers_required};
 
+/// External servers are not restarted by tests; the harness's own are.
+fn restart_not_run() -> &'static [&'static str] {
+    if crate::mode() == crate::Mode::External {
+        &["tokens_increase_across_server_restart"]
+    } else {
+        &[]
+    }
+}
+
 /// A server that could not be started is `Unavailable` (the cases end not
 /// run) unless servers are required, where it is an error (they fail).
 fn available<T>(started: Result<T, ServerError>) -> Result<T, BoxError> {
@@ -38,8 +47,28 @@ struct ServerHooks<S> {
     server: Mutex<S>,
 }
 
+/// A server a case can restart.
 #[async_trait]
-impl Hooks for ServerHooks<RedisServer> {
+trait Restart: Send {
+    async fn restart(&mut self) -> Result<(), ServerError>;
+}
+
+#[async_trait]
+impl Restart for RedisServer {
+    async fn restart(&mut self) -> Result<(), ServerError> {
+        RedisServer::restart(self).await
+    }
+}
+
+#[async_trait]
+impl Restart for EtcdCluster {
+    async fn restart(&mut self) -> Result<(), ServerError> {
+        self.restart_member(0).await
+    }
+}
+
+#[async_trait]
+impl<S: Restart> Hooks for ServerHooks<S> {
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
         self.inner.plant_corrupt_record(key).await
     }
@@ -66,39 +95,13 @@ impl Factory for RedisServerFactory {
     }
 
     fn expected_not_run(&self) -> &[&str] {
-        if crate::mode() == crate::Mode::External {
-            &["tokens_increase_across_server_restart"]
-        } else {
-            &[]
-        }
+        restart_not_run()
     }
 }
 
 /// A fresh one-member etcd cluster (in the environment's mode) per case.
 #[derive(Clone, Debug, Default)]
 pub struct EtcdServerFactory;
-
-#[async_trait]
-impl Hooks for ServerHooks<EtcdCluster> {
-    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
-        self.inner.plant_corrupt_record(key).await
-    }
-
-    async fn restart_server(&self) -> Option<Result<(), BoxError>> {
-        Some(
-            self.server
-                .lock()
-                .await
-                .restart_member(0)
-                .await
-                .map_err(Into::into),
-        )
-    }
-
-    async fn finish(&self) {
-        self.inner.finish().await;
-    }
-}
 
 #[async_trait]
 impl Factory for EtcdServerFactory {
@@ -113,10 +116,6 @@ impl Factory for EtcdServerFactory {
     }
 
     fn expected_not_run(&self) -> &[&str] {
-        if crate::mode() == crate::Mode::External {
-            &["tokens_increase_across_server_restart"]
-        } else {
-            &[]
-        }
+        restart_not_run()
     }
 }

@@ -32,11 +32,13 @@ mod factories;
 mod local;
 mod mode;
 mod redis;
+mod tls;
 
 pub use etcd::{EtcdCluster, EtcdOptions};
 pub use factories::{EtcdServerFactory, RedisServerFactory};
 pub use mode::{Mode, mode, servers_required};
 pub use redis::{RedisOptions, RedisServer};
+pub use tls::TestCertificates;
 
 /// Why a server could not be had.
 #[derive(Debug)]

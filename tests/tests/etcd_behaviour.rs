@@ -302,81 +302,21 @@ async fn a_frozen_cluster_ends_the_lease_by_its_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=lease-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.path().join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "1",
-        "-extfile",
-        "ext",
-    ]);
-    let file = |name: &str| dir.path().join(name).display().to_string();
+    let certs =
+        lease_tests::TestCertificates::generate().expect("openssl makes the test certificates");
     let options = lease_tests::EtcdOptions {
-        tls: Some((file("server.crt"), file("server.key"))),
+        tls: Some((certs.cert(), certs.key())),
         ..Default::default()
     };
     let Some(cluster) = or_skip("etcd with TLS", EtcdCluster::start_with(options).await) else {
         return;
     };
     assert!(cluster.endpoints()[0].starts_with("https://"));
-    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
-    let store = EtcdStore::connect(EtcdConfig::new(cluster.endpoints().to_vec()).tls_root_ca(ca))
-        .await
-        .expect("TLS connects");
+    let store = EtcdStore::connect(
+        EtcdConfig::new(cluster.endpoints().to_vec()).tls_root_ca(certs.ca_pem()),
+    )
+    .await
+    .expect("TLS connects");
     let grant = store
         .claim(
             &key("tls/lease"),

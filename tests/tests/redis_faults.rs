@@ -416,97 +416,20 @@ async fn persistence_keeps_the_grant_across_a_restart() {
     );
 }
 
-/// Runs openssl with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<(), String> {
-    let output = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("openssl: {e}"))?;
-    output
-        .status
-        .success()
-        .then_some(())
-        .ok_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
-/// A private CA and a server certificate for 127.0.0.1 it signed.
-fn certificates(dir: &std::path::Path) -> Result<(), String> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=lease-test-ca",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path()).expect("openssl makes the test certificates");
-    let file = |name: &str| dir.path().join(name).display().to_string();
+    let certs =
+        lease_tests::TestCertificates::generate().expect("openssl makes the test certificates");
     let options = RedisOptions {
-        tls: Some((file("server.crt"), file("server.key"), file("ca.crt"))),
+        tls: Some((certs.cert(), certs.key(), certs.ca())),
         ..RedisOptions::default()
     };
     let Some(server) = or_skip("redis with TLS", RedisServer::start_with(options).await) else {
         return;
     };
     assert!(server.url().starts_with("rediss://"));
-    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
-    let store: DynLeaseStore = Arc::new(connect(server.url(), |c| c.tls_root_ca(ca)).await);
+    let store: DynLeaseStore =
+        Arc::new(connect(server.url(), |c| c.tls_root_ca(certs.ca_pem())).await);
     let k = key("tls/lease");
     let grant = store
         .claim(&k, &Holder::new("a", "1").unwrap(), Duration::from_secs(10))
