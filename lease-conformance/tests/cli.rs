@@ -77,3 +77,19 @@ fn an_unknown_target_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unreachable_server_is_one_clear_error() {
+    let output = cli().arg("redis://127.0.0.1:1").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open a store on redis://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "no table for a run that never started"
+    );
+}

@@ -102,6 +102,18 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    // One store first: an unreachable or misconfigured target is one clear
+    // error, not the same failure once per case.
+    match runtime.block_on(factory.open()) {
+        Ok(subject) => runtime.block_on(subject.hooks.finish()),
+        Err(why) => {
+            eprintln!(
+                "lease-conformance: cannot open a store on {}: {why}",
+                args.target
+            );
+            return std::process::ExitCode::from(2);
+        }
+    }
     let total = cases.len();
     eprintln!("lease-conformance: {total} cases against {}", args.target);
     let mut done = 0;
