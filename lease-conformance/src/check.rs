@@ -54,6 +54,9 @@ pub struct Timing {
     pub slack: Duration,
     /// A TTL long enough that nothing expires during a case.
     pub long_ttl: Duration,
+    /// A TTL that scheduling hiccups on a loaded machine cannot eat up, for
+    /// cases whose background work must keep up with it.
+    pub steady_ttl: Duration,
 }
 
 impl Timing {
@@ -66,10 +69,15 @@ impl Timing {
             caps.ttl_granularity,
         )
         .min(caps.max_ttl);
+        let steady_ttl = round_up(
+            caps.min_ttl.max(Duration::from_secs(2)),
+            caps.ttl_granularity,
+        );
         Self {
             ttl,
             slack: caps.expiry_slack,
             long_ttl,
+            steady_ttl,
         }
     }
 
