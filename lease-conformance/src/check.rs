@@ -93,6 +93,10 @@ fn round_up(ttl: Duration, granularity: Duration) -> Duration {
     Duration::from_nanos(u64::try_from(ttl.as_nanos().div_ceil(g) * g).unwrap_or(u64::MAX))
 }
 
+/// How much later than the caller's own clock reading a store may take its
+/// "sent" instant: the call itself, before anything goes on the wire.
+pub const SEND_ALLOWANCE: Duration = Duration::from_millis(1);
+
 /// A grant with the instants its request was sent and its reply arrived.
 #[derive(Clone, Debug)]
 pub struct Timed<T> {

@@ -34,6 +34,9 @@ enum Flaw {
     CorruptReadsAsFree,
     WaitPollsSlowly,
     TtlRoundedDown,
+    LateDeadline,
+    WaitIgnoresTimeout,
+    WaitWakesOnAnyRelease,
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +54,7 @@ struct State {
     markers: HashMap<LeaseKey, String>,
     guarded: HashMap<LeaseKey, Vec<u8>>,
     counter: u64,
+    releases: u64,
 }
 
 /// A small store of its own, correct unless told otherwise.
@@ -151,7 +155,12 @@ impl Flawed {
             holder: holder.clone(),
             token: FencingToken(token),
         };
-        Grant::new(fence, ttl, sent, fresh)
+        let mut grant = Grant::new(fence, ttl, sent, fresh);
+        if self.has(Flaw::LateDeadline) {
+            // Counted from the reply instead of the request, and then some.
+            grant.deadline = Instant::now() + ttl + Duration::from_millis(200);
+        }
+        grant
     }
 
     fn claim_in(
@@ -252,6 +261,7 @@ impl LeaseStore for Flawed {
         match self.live(&state, &fence.key, now) {
             Some(rec) if self.is_fence(&rec, fence) => {
                 state.leases.remove(&fence.key);
+                state.releases += 1;
                 Ok(true)
             }
             Some(_) if self.has(Flaw::ReleaseClearsNewerGrant) => {
@@ -343,7 +353,12 @@ impl LeaseStore for Flawed {
     }
 
     async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
-        let give_up = Instant::now() + timeout;
+        let give_up = if self.has(Flaw::WaitIgnoresTimeout) {
+            Instant::now() + Duration::from_secs(3600)
+        } else {
+            Instant::now() + timeout
+        };
+        let releases = self.state.lock().unwrap().releases;
         let poll = if self.has(Flaw::WaitPollsSlowly) {
             Duration::from_secs(2)
         } else {
@@ -351,6 +366,11 @@ impl LeaseStore for Flawed {
         };
         loop {
             if self.inspect(key).await.ok().flatten().is_none() {
+                return Ok(true);
+            }
+            if self.has(Flaw::WaitWakesOnAnyRelease)
+                && self.state.lock().unwrap().releases != releases
+            {
                 return Ok(true);
             }
             if Instant::now() >= give_up {
@@ -440,5 +460,8 @@ caught! {
     early_expiry_is_caught: ExpiresEarly => ["concurrent_holders_never_overlap", "state_machine_agrees_with_the_model"];
     corrupt_read_as_free_is_caught: CorruptReadsAsFree => ["inspect_reports_a_corrupt_record"];
     slow_polling_wait_is_caught: WaitPollsSlowly => ["wait_wakes_on_release"];
+    late_deadline_is_caught: LateDeadline => ["claim_acquires_a_free_key", "renew_keeps_token_and_extends", "state_machine_agrees_with_the_model"];
+    wait_ignoring_its_timeout_is_caught: WaitIgnoresTimeout => ["wait_times_out_while_held"];
+    wait_waking_on_any_release_is_caught: WaitWakesOnAnyRelease => ["wait_wakes_on_release"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
 }

@@ -10,8 +10,11 @@ cases! {
     async fn claim_acquires_a_free_key(s) {
         let t = s.timing();
         let (k, a) = (key("claim/free"), holder("a", "1"));
-        let grant = acquire(&*s.store, &k, &a, t.ttl).await?.value;
+        let timed = acquire(&*s.store, &k, &a, t.ttl).await?;
+        let grant = timed.value;
         ensure!(grant.fresh, "a first grant must be fresh: {grant:?}");
+        // A later deadline would let the holder act after others may hold it.
+        ensure!(grant.deadline <= timed.sent + grant.ttl + crate::check::SEND_ALLOWANCE, "deadline {:?} after sending is later than the TTL granted", grant.deadline - timed.sent);
         ensure!(grant.fence.holder == a && grant.fence.key == k, "grant names the wrong key/holder: {grant:?}");
         ensure!(grant.ttl >= t.ttl, "granted {:?}, less than the {:?} asked for", grant.ttl, t.ttl);
         let record = s.store.inspect(&k).await?;

@@ -28,7 +28,8 @@ cases! {
         let renewed = s.store.renew(&first.value.fence, t.ttl).await?;
         ensure!(renewed.fence == first.value.fence, "renewal changed the fence: {renewed:?}");
         ensure!(!renewed.fresh, "a renewal is not fresh");
-        ensure!(renewed.deadline >= sent + t.ttl, "deadline {:?} is not sent + ttl", renewed.deadline);
+        ensure!(renewed.deadline <= sent + renewed.ttl + crate::check::SEND_ALLOWANCE, "deadline {:?} after sending is later than the TTL granted", renewed.deadline - sent);
+        ensure!(renewed.ttl >= t.ttl, "renewal granted {:?}, less than the {:?} asked for", renewed.ttl, t.ttl);
         tokio::time::sleep_until(first.replied + t.ttl + t.slack + std::time::Duration::from_millis(20)).await;
         if tokio::time::Instant::now() < sent + renewed.ttl {
             ensure!(s.store.check(&first.value.fence).await?, "the renewal did not extend the grant");

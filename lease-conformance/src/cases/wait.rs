@@ -30,6 +30,11 @@ cases! {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         ensure!(!waiter.is_finished(), "the waiter returned while the key was held");
+        // Another key's release must not wake it.
+        let other = acquire(&*s.store, &key("wait/release-other"), &holder("b", "1"), t.long_ttl).await?.value;
+        s.store.release(&other.fence).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ensure!(!waiter.is_finished(), "the waiter returned when another key was released");
         let released = Instant::now();
         s.store.release(&grant.fence).await?;
         let woke = waiter.await.map_err(|e| crate::CaseError::Failed(format!("waiter panicked: {e}")))??;
@@ -58,7 +63,11 @@ cases! {
         acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?;
         let started = Instant::now();
         let limit = Duration::from_millis(300);
-        ensure!(!s.store.wait_free(&k, limit).await?, "wait returned true while the key was held");
+        let waited = tokio::time::timeout(limit + Duration::from_secs(5), s.store.wait_free(&k, limit)).await;
+        let Ok(waited) = waited else {
+            return Err(crate::CaseError::Failed(format!("wait ignored its {limit:?} timeout")));
+        };
+        ensure!(!waited?, "wait returned true while the key was held");
         ensure!(started.elapsed() >= limit, "wait gave up after {:?}, before {limit:?}", started.elapsed());
         Ok(())
     }

@@ -224,7 +224,7 @@ impl<'a> Sequence<'a> {
                         if grant.fence != fence || grant.fresh {
                             return Err(format!("renewal changed the grant: {grant:?}"));
                         }
-                        check_ttl(&grant, asked, self.granularity)?;
+                        check_grant(&grant, asked, self.granularity, sent)?;
                         km.granted(&grant, sent, replied, slack);
                     }
                     Err(LeaseError::Lost { .. }) => {
@@ -409,7 +409,7 @@ impl<'a> Sequence<'a> {
                 if grant.fence.holder != *holder || grant.fence.key != self.keys[key] {
                     return Err(format!("grant names the wrong holder or key: {grant:?}"));
                 }
-                check_ttl(&grant, asked, self.granularity)?;
+                check_grant(&grant, asked, self.granularity, sent)?;
                 if grant.fresh {
                     if status == Status::Live && (own || !matches_observed) {
                         let live = current
@@ -456,6 +456,23 @@ impl<'a> Sequence<'a> {
         }
         Ok(())
     }
+}
+
+/// The granted TTL is the asked one rounded up to the granularity, and the
+/// deadline is no later than `sent + ttl`.
+fn check_grant(
+    grant: &lease_core::Grant,
+    asked: Duration,
+    granularity: Duration,
+    sent: Instant,
+) -> Result<(), String> {
+    if grant.deadline > sent + grant.ttl + crate::check::SEND_ALLOWANCE {
+        return Err(format!(
+            "deadline is {:?} after sending, later than the TTL granted",
+            grant.deadline - sent
+        ));
+    }
+    check_ttl(grant, asked, granularity)
 }
 
 fn check_ttl(
