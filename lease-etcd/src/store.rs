@@ -370,8 +370,10 @@ impl EtcdStore {
     ) -> Result<Claim, LeaseError> {
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
         let etcd_key = self.record_key(key);
+        // The deadline counts from the caller's request, even when a
+        // takeover needs more rounds: the holder may stop early, never late.
+        let sent = Instant::now();
         for _ in 0..TAKEOVER_ROUNDS {
-            let sent = Instant::now();
             let found = match self.create(op, key, holder, ttl, sent).await? {
                 Ok(grant) => return Ok(Claim::Acquired(grant)),
                 Err(found) => found,
