@@ -131,3 +131,8 @@ macro_rules! conformance_tests {
         }
     };
 }
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
