@@ -266,6 +266,15 @@ impl LeaseError {
     }
 }
 
+/// A marker's value as stored bytes: its text, or [`LeaseError::Corrupt`]
+/// naming `key` when the bytes are not UTF-8 (written by something else).
+pub fn marker_text(key: &LeaseKey, bytes: Vec<u8>) -> Result<String, LeaseError> {
+    String::from_utf8(bytes).map_err(|_| LeaseError::Corrupt {
+        key: key.clone(),
+        detail: "the marker is not UTF-8".to_owned(),
+    })
+}
+
 /// Runs `call` with a time limit: past `limit` it gives
 /// [`LeaseError::Timeout`] naming `op` and `key`. Every backend call goes
 /// through this.

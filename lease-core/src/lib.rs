@@ -68,7 +68,7 @@ mod store;
 mod types;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use error::{BoxError, LeaseError, Op, with_timeout};
+pub use error::{BoxError, LeaseError, Op, marker_text, with_timeout};
 pub use fenced::FencedResource;
 pub use key::{LeaseKey, MAX_KEY_LEN};
 pub use leaser::{Acquire, HeldLease, Leaser, LostReason};

@@ -603,13 +603,8 @@ impl LeaseStore for EtcdStore {
 
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
         let (kv, _) = self.get(Op::GetMarker, key, self.marker_key(key)).await?;
-        kv.map(|kv| {
-            String::from_utf8(kv.value().to_vec()).map_err(|_| LeaseError::Corrupt {
-                key: key.clone(),
-                detail: "the marker is not UTF-8".into(),
-            })
-        })
-        .transpose()
+        kv.map(|kv| lease_core::marker_text(key, kv.value().to_vec()))
+            .transpose()
     }
 
     async fn guarded_write(

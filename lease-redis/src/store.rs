@@ -480,12 +480,7 @@ impl LeaseStore for RedisStore {
             .await?
         {
             None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| LeaseError::Corrupt {
-                    key: key.clone(),
-                    detail: "the marker is not UTF-8".into(),
-                }),
+            Some(bytes) => lease_core::marker_text(key, bytes).map(Some),
         }
     }
 
