@@ -96,6 +96,15 @@ impl Hooks for MeteredHooks {
         self.0.inner.plant_corrupt_record(key, "garbage");
         Some(Ok(()))
     }
+
+    async fn second_client(&self) -> Option<Result<lease_core::DynLeaseStore, BoxError>> {
+        // Another metered client of the same underlying store.
+        let inner = self.0.inner.clone();
+        Some(Ok(Arc::new(Metered {
+            inner,
+            calls: AtomicU64::new(0),
+        })))
+    }
 }
 
 struct MeteredFactory;

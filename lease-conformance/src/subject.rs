@@ -57,6 +57,13 @@ pub trait Hooks: Send + Sync {
         None
     }
 
+    /// Another client of the same backend and namespace as the subject's
+    /// store (its own connection, its own background work): what one
+    /// process does, another must see.
+    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+        None
+    }
+
     /// Called after each case, passed or not: remove what the case wrote.
     async fn finish(&self) {}
 }
@@ -170,6 +177,11 @@ impl Hooks for MemoryHooks {
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
         self.0.plant_corrupt_record(key, "\u{0}not a record");
         Some(Ok(()))
+    }
+
+    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+        // In one process, a second handle on the same store.
+        Some(Ok(Arc::new(self.0.clone())))
     }
 }
 

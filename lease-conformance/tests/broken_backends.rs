@@ -396,6 +396,10 @@ impl Hooks for FlawedHooks {
             .insert(key.clone(), Err("garbage".into()));
         Some(Ok(()))
     }
+
+    async fn second_client(&self) -> Option<Result<lease_core::DynLeaseStore, BoxError>> {
+        Some(Ok(self.0.clone()))
+    }
 }
 
 #[async_trait]

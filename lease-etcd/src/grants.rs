@@ -111,7 +111,9 @@ impl Grants {
     }
 
     /// Deletes the key unless it was written since: a renewal that reached
-    /// etcd first wins, and a newer grant is never touched.
+    /// etcd first wins, and a newer grant is never touched. Retries until
+    /// etcd answers: while this store lives it keeps the shared lease
+    /// alive, so etcd would never end the grant by itself.
     async fn delete(&self, key: &[u8], local: Local) {
         let txn = Txn::new()
             .when([Compare::mod_revision(
@@ -120,16 +122,20 @@ impl Grants {
                 local.mod_revision,
             )])
             .and_then([TxnOp::delete(key, None)]);
-        for attempt in 0..3 {
+        let mut backoff = Duration::from_millis(100);
+        loop {
             let mut client = self.client.clone();
             match tokio::time::timeout(self.call_timeout, client.txn(txn.clone())).await {
                 Ok(Ok(_)) => return,
                 failed => {
-                    tracing::warn!(key = %String::from_utf8_lossy(key), attempt, ?failed, "ending an expired grant failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tracing::warn!(key = %String::from_utf8_lossy(key), ?failed, "ending an expired grant failed; retrying");
                 }
             }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        // etcd deletes it when the shared lease lapses.
     }
 }

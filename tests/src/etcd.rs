@@ -8,7 +8,7 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::ServerError;
 use crate::local::{LocalProcess, wait_ready};
-use crate::mode::{Mode, free_port, mode, split_image};
+use crate::mode::{Mode, free_port, mode, on_free_ports, split_image};
 
 const START_LIMIT: Duration = Duration::from_secs(60);
 
@@ -86,6 +86,10 @@ impl EtcdCluster {
     /// # Errors
     /// Why the servers could not be had.
     pub async fn start_in(mode: Mode, options: EtcdOptions) -> Result<Self, ServerError> {
+        on_free_ports(|| Self::start_once(mode, options.clone())).await
+    }
+
+    async fn start_once(mode: Mode, options: EtcdOptions) -> Result<Self, ServerError> {
         let mode = if options.tls.is_some() && mode == Mode::Containers {
             Mode::Local
         } else {

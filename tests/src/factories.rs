@@ -77,6 +77,10 @@ impl<S: Restart> Hooks for ServerHooks<S> {
         Some(self.server.lock().await.restart().await.map_err(Into::into))
     }
 
+    async fn second_client(&self) -> Option<Result<lease_core::DynLeaseStore, BoxError>> {
+        self.inner.second_client().await
+    }
+
     async fn finish(&self) {
         self.inner.finish().await;
     }

@@ -52,6 +52,29 @@ fn docker_ready() -> bool {
         && quiet(&["image", "inspect", &crate::etcd::image()])
 }
 
+/// Starts something on freshly picked ports, again with new ports when
+/// another test took one between picking and binding.
+pub(crate) async fn on_free_ports<T, F, Fut>(mut start: F) -> Result<T, crate::ServerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::ServerError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match start().await {
+            Err(why) if attempt < 4 && port_taken(&why.0) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn port_taken(why: &str) -> bool {
+    let why = why.to_lowercase();
+    why.contains("already allocated")
+        || why.contains("address already in use")
+        || why.contains("address in use")
+}
+
 /// A free port on 127.0.0.1, as the kernel hands them out.
 pub(crate) fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -9,7 +9,7 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::ServerError;
 use crate::local::{LocalProcess, wait_ready};
-use crate::mode::{Mode, free_port, mode, split_image};
+use crate::mode::{Mode, free_port, mode, on_free_ports, split_image};
 
 const START_LIMIT: Duration = Duration::from_secs(30);
 
@@ -90,9 +90,11 @@ impl RedisServer {
                     backing: Backing::External,
                 })
             }
-            Mode::Local => Self::start_local(options).await,
-            Mode::Containers if options.tls.is_some() => Self::start_local(options).await,
-            Mode::Containers => Self::start_container(options).await,
+            Mode::Local => on_free_ports(|| Self::start_local(options.clone())).await,
+            Mode::Containers if options.tls.is_some() => {
+                on_free_ports(|| Self::start_local(options.clone())).await
+            }
+            Mode::Containers => on_free_ports(|| Self::start_container(options.clone())).await,
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, Permission};
+use futures::StreamExt;
 use lease_core::{
     Acquire, Claim, DynLeaseStore, Holder, LeaseError, LeaseKey, LeaseStore, Leaser, LostReason,
 };
@@ -33,7 +34,7 @@ async fn a_thousand_grants_share_one_keep_alive_stream_per_ttl() {
     };
     let store = connect(&cluster).await;
     let holder = Holder::new("bulk", "1").unwrap();
-    let ttl = Duration::from_secs(4);
+    let ttl = Duration::from_secs(6);
     let mut fences = Vec::new();
     for i in 0..1000 {
         let grant = store
@@ -59,12 +60,22 @@ async fn a_thousand_grants_share_one_keep_alive_stream_per_ttl() {
         2,
         "a second TTL value, a second stream"
     );
-    // Keep them past several TTLs by renewing; the streams stay two.
+    // Keep them past two TTLs by renewing (many at once, as many holders
+    // would); the streams stay two.
     let started = Instant::now();
     while started.elapsed() < ttl * 2 {
-        for fence in &fences {
-            store.renew(fence, ttl).await.unwrap();
-        }
+        let renewals = futures::stream::iter(&fences)
+            .map(|fence| store.renew(fence, ttl))
+            .buffer_unordered(64);
+        let failed: Vec<_> = renewals
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await;
+        assert!(
+            failed.is_empty(),
+            "renewals failed: {:?}",
+            &failed[..failed.len().min(3)]
+        );
         tokio::time::sleep(ttl / 4).await;
     }
     assert_eq!(store.keep_alive_streams(), 2);
@@ -276,16 +287,22 @@ async fn a_frozen_cluster_ends_the_lease_by_its_deadline() {
     let deadline = lease.deadline();
     lease.lost().cancelled().await;
     let late = Instant::now().saturating_duration_since(deadline);
+    // Stay frozen a while: the store must keep trying to end the grant,
+    // since its keep-alives will hold the shared etcd lease up afterwards.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.resume_member(0).await.expect("resume");
     assert!(
         late < Duration::from_millis(50),
         "lost fired {late:?} after the deadline"
     );
     assert_eq!(lease.lost_reason(), Some(LostReason::DeadlinePassed));
-    // After the thaw, the old grant is gone and the next is newer.
+    // After the thaw, another client sees the old grant end and gets a
+    // newer one: a's store (still alive, still keeping its shared etcd
+    // lease up) must have ended the grant itself.
+    let other = connect(&cluster).await;
     let mut next = None;
     for _ in 0..100 {
-        match store
+        match other
             .claim(&key("freeze/lease"), &Holder::new("b", "1").unwrap(), ttl)
             .await
         {

@@ -46,6 +46,7 @@ macro_rules! cases {
 }
 
 pub mod claim;
+pub mod clients;
 pub mod guarded;
 pub mod helpers;
 pub mod inspect;
@@ -67,6 +68,7 @@ pub fn all() -> Vec<Case> {
         guarded::CASES,
         wait::CASES,
         helpers::CASES,
+        clients::CASES,
         crate::properties::CASES,
     ]
     .concat()

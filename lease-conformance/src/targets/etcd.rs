@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etcd_client::{Client, DeleteOptions};
-use lease_core::{BoxError, LeaseKey};
+use lease_core::{BoxError, DynLeaseStore, LeaseKey};
 use lease_etcd::{EtcdConfig, EtcdStore};
 
 use crate::{Factory, Hooks, Subject};
@@ -26,6 +26,7 @@ impl EtcdTarget {
 struct EtcdHooks {
     store: EtcdStore,
     client: Client,
+    config: EtcdConfig,
 }
 
 #[async_trait]
@@ -36,6 +37,15 @@ impl Hooks for EtcdHooks {
             .put(self.store.record_key(key), "\u{0}not a lease record", None)
             .await;
         Some(planted.map(drop).map_err(Into::into))
+    }
+
+    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+        let store = EtcdStore::connect(self.config.clone()).await;
+        Some(
+            store
+                .map(|s| Arc::new(s) as DynLeaseStore)
+                .map_err(Into::into),
+        )
     }
 
     async fn finish(&self) {
@@ -54,11 +64,12 @@ impl Hooks for EtcdHooks {
 impl Factory for EtcdTarget {
     async fn open(&self) -> Result<Subject, BoxError> {
         let config = EtcdConfig::new(self.endpoints.clone()).prefix(super::fresh_namespace());
-        let store = EtcdStore::connect(config).await?;
+        let store = EtcdStore::connect(config.clone()).await?;
         let client = Client::connect(&self.endpoints, None).await?;
         let hooks = EtcdHooks {
             store: store.clone(),
             client,
+            config,
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lease_core::{BoxError, LeaseKey};
+use lease_core::{BoxError, DynLeaseStore, LeaseKey};
 use lease_redis::{RedisConfig, RedisStore};
 use redis::AsyncCommands;
 
@@ -27,6 +27,7 @@ impl RedisTarget {
 struct RedisHooks {
     store: RedisStore,
     client: redis::Client,
+    config: RedisConfig,
 }
 
 impl RedisHooks {
@@ -46,6 +47,15 @@ impl Hooks for RedisHooks {
             Ok(())
         };
         Some(planted.await)
+    }
+
+    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+        let store = RedisStore::connect(self.config.clone()).await;
+        Some(
+            store
+                .map(|s| Arc::new(s) as DynLeaseStore)
+                .map_err(Into::into),
+        )
     }
 
     async fn finish(&self) {
@@ -87,11 +97,12 @@ fn redis_glob_escape(text: &str) -> String {
 impl Factory for RedisTarget {
     async fn open(&self) -> Result<Subject, BoxError> {
         let config = RedisConfig::new(&self.url).namespace(super::fresh_namespace());
-        let store = RedisStore::connect(config).await?;
+        let store = RedisStore::connect(config.clone()).await?;
         let client = redis::Client::open(self.url.as_str())?;
         let hooks = RedisHooks {
             store: store.clone(),
             client,
+            config,
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
     }

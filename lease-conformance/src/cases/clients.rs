@@ -1,0 +1,77 @@
+//! What one client does, another client of the same backend sees.
+
+use std::time::Duration;
+
+use lease_core::{Claim, DynLeaseStore};
+use tokio::time::Instant;
+
+use crate::check::{acquire, holder, key};
+use crate::{CaseError, Subject, ensure};
+
+async fn second_client(s: &Subject) -> Result<DynLeaseStore, CaseError> {
+    match s.hooks.second_client().await {
+        None => Err(CaseError::NotRun(
+            "the factory offers no second_client hook".into(),
+        )),
+        Some(opened) => opened
+            .map_err(|e| CaseError::Failed(format!("the second client could not connect: {e}"))),
+    }
+}
+
+cases! {
+    /// A grant that is not renewed ends for every client: once certainly expired, another client's claim is acquired with a higher token.
+    async fn expiry_is_seen_by_other_clients(s) {
+        let t = s.timing();
+        let other = second_client(s).await?;
+        let k = key("clients/expiry");
+        let grant = acquire(&*s.store, &k, &holder("a", "1"), t.ttl).await?;
+        match other.claim(&k, &holder("b", "1"), t.ttl).await? {
+            Claim::Busy(record) => ensure!(record.is(&grant.value.fence), "the other client sees {record:?}"),
+            Claim::Acquired(g) => ensure!(false, "the other client was granted a live lease: {g:?}"),
+        }
+        t.sleep_past_expiry(grant.replied, grant.value.ttl).await;
+        ensure!(other.inspect(&k).await?.is_none(), "the other client still sees the expired grant");
+        let next = acquire(&*other, &k, &holder("b", "1"), t.ttl).await?.value;
+        ensure!(next.token() > grant.value.token(), "token {} after expiry is not above {}", next.token(), grant.value.token());
+        Ok(())
+    }
+
+    /// A release by one client frees the key for every client at once, and wakes another client's waiter promptly.
+    async fn release_is_seen_by_other_clients(s) {
+        let t = s.timing();
+        let other = second_client(s).await?;
+        let k = key("clients/release");
+        let grant = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+        let waiter = tokio::spawn({
+            let (other, k) = (other.clone(), k.clone());
+            async move { other.wait_free(&k, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ensure!(!waiter.is_finished(), "the other client's waiter returned while the key was held");
+        let released = Instant::now();
+        ensure!(s.store.release(&grant.fence).await?, "release of the live grant released nothing");
+        let woke = waiter.await.map_err(|e| CaseError::Failed(format!("waiter panicked: {e}")))??;
+        ensure!(woke, "the other client's waiter timed out instead of seeing the release");
+        ensure!(released.elapsed() < Duration::from_millis(500), "the other client's waiter woke {:?} after the release", released.elapsed());
+        let next = acquire(&*other, &k, &holder("b", "1"), t.long_ttl).await?.value;
+        ensure!(next.token() > grant.token(), "token {} after release is not above {}", next.token(), grant.token());
+        Ok(())
+    }
+
+    /// A renewal keeps the grant live for every client: past the first TTL, another client is still busy.
+    async fn renewal_is_seen_by_other_clients(s) {
+        let t = s.timing();
+        let other = second_client(s).await?;
+        let k = key("clients/renewal");
+        let first = acquire(&*s.store, &k, &holder("a", "1"), t.steady_ttl).await?;
+        tokio::time::sleep(t.steady_ttl / 2).await;
+        let sent = Instant::now();
+        let renewed = s.store.renew(&first.value.fence, t.steady_ttl).await?;
+        tokio::time::sleep_until(first.replied + first.value.ttl + t.slack + Duration::from_millis(50)).await;
+        if Instant::now() < sent + renewed.ttl {
+            let outcome = other.claim(&k, &holder("b", "1"), t.steady_ttl).await?;
+            ensure!(outcome.busy().is_some_and(|r| r.is(&first.value.fence)), "after a renewal the other client got {outcome:?}");
+        }
+        Ok(())
+    }
+}
