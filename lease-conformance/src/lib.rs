@@ -15,6 +15,9 @@
 //! - **A concurrent safety check** (`concurrent_holders_never_overlap`):
 //!   holders contend, write to fenced resources, pause past deadlines; their
 //!   ownership windows must never overlap and tokens must increase.
+//! - **Cross-client cases**: with a second client on the same namespace,
+//!   expiry, release (and the wait it wakes) and renewal made by one client
+//!   are seen by the other.
 //!
 //! # Timing
 //!
