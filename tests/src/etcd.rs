@@ -8,7 +8,9 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::ServerError;
 use crate::local::{LocalProcess, wait_ready};
-use crate::mode::{Mode, free_port, mode, on_free_ports, split_image};
+use crate::mode::{
+    Mode, container_name, free_port, mode, on_free_ports, remove_container, split_image,
+};
 
 const START_LIMIT: Duration = Duration::from_secs(60);
 
@@ -292,16 +294,19 @@ impl EtcdCluster {
 
 async fn start_container(args: Vec<String>) -> Result<ContainerAsync<GenericImage>, ServerError> {
     let (name, tag) = split_image(&image());
+    let container_name = container_name("etcd");
     GenericImage::new(name, tag)
         // Members of a cluster become ready together: readiness is polled
         // on /health once all are started.
         .with_wait_for(WaitFor::Nothing)
         .with_network("host")
         .with_cmd(std::iter::once("etcd".to_owned()).chain(args))
+        .with_container_name(container_name.clone())
         .with_startup_timeout(START_LIMIT)
         .start()
         .await
         .map_err(|e| {
+            remove_container(&container_name);
             format!(
                 "cannot start a {} container: {e} (run scripts/test-images)",
                 image()

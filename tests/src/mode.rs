@@ -83,6 +83,21 @@ pub(crate) fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
+/// A container name unique to this start, so that a start that failed
+/// half-way (created, never started) can be removed by name.
+pub(crate) fn container_name(kind: &str) -> String {
+    format!("lease-test-{kind}-{:016x}", rand::random::<u64>())
+}
+
+/// Removes a container that was created but failed to start.
+pub(crate) fn remove_container(name: &str) {
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 /// `name:tag` split for testcontainers.
 pub(crate) fn split_image(image: &str) -> (String, String) {
     match image.rsplit_once(':') {

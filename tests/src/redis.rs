@@ -9,7 +9,9 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::ServerError;
 use crate::local::{LocalProcess, wait_ready};
-use crate::mode::{Mode, free_port, mode, on_free_ports, split_image};
+use crate::mode::{
+    Mode, container_name, free_port, mode, on_free_ports, remove_container, split_image,
+};
 
 const START_LIMIT: Duration = Duration::from_secs(30);
 
@@ -165,15 +167,18 @@ impl RedisServer {
             "no".into(),
         ];
         cmd.extend(server_args(&options));
+        let container_name = container_name("redis");
         let container = GenericImage::new(name, tag)
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
             .with_exposed_port(6379.tcp())
             .with_cmd(cmd)
+            .with_container_name(container_name.clone())
             .with_startup_timeout(START_LIMIT)
             .with_host_config_modifier(move |host| publish_on_loopback(host, 6379, port))
             .start()
             .await
             .map_err(|e| {
+                remove_container(&container_name);
                 format!(
                     "cannot start a {} container: {e} (run scripts/test-images)",
                     image()
