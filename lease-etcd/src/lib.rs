@@ -13,31 +13,45 @@
 //!   Every later grant creates the key anew, at a later revision, so tokens
 //!   increase across release, expiry, takeover and corruption, through
 //!   restarts and leader changes, with nothing kept per key once it is gone.
-//!   Renewal rewrites the key (bumping `mod_revision`) but never recreates
-//!   it, so it keeps the token — also when it changes the TTL.
-//! - **Shared etcd leases.** A store does not grant an etcd lease per claim.
-//!   It keeps one etcd lease per TTL value, `TTL + margin` long, kept alive
-//!   by one keep-alive stream each, and attaches its grants' keys to it: a
-//!   claim is one round trip, and N grants cost O(1) keep-alive traffic.
-//!   Because the etcd lease outlives each grant, the store ends each grant
-//!   itself at its deadline: a local timer deletes the key with a
-//!   transaction that compares its `mod_revision`, so a renewal that got
-//!   there first wins and a newer grant is never touched. Releasing or
-//!   losing one grant deletes one key and never revokes the shared lease.
-//! - **If the client dies or is cut off**, its keep-alives stop and etcd
-//!   itself deletes the keys when the shared lease lapses: at most
-//!   `TTL + margin` after the last keep-alive — server-authoritative. A
-//!   claim only attaches to a shared lease whose last keep-alive was sent
-//!   less than half a margin ago (it sends one first otherwise), so the etcd
-//!   lease always outlives the holder's deadline.
-//! - **TTLs** are whole seconds (rounded up, reported in the grant), at least
-//!   1 s. The declared expiry slack (1 s) covers the local timer and one
-//!   delete round trip.
+//!   Renewal never recreates the key, so it keeps the token — also when it
+//!   changes the TTL.
+//! - **etcd ends every grant.** Each grant's key hangs on an etcd lease of
+//!   its own, `TTL + 1 s` long (etcd counts lease TTLs in whole seconds).
+//!   Nothing keeps that lease alive but the grant's own renewals: a claim
+//!   or renewal whose reply was lost, a future dropped at any await point,
+//!   a paused or killed process, a dropped store — etcd deletes the key at
+//!   most `TTL + 1 s` after the last claim or renewal it applied, plus its
+//!   own expiry check (every 500 ms). The declared expiry slack, 2 s, is
+//!   that sum. The store keeps no timers and no state that decides expiry.
+//! - **Claims stay one transaction.** Granting a lease is a raft write, so
+//!   claims take an idle lease of the right TTL from a pool. A pool lease
+//!   lives `TTL + 1 s` from its last refresh, so a claim attaches it as it is
+//!   only when that refresh was sent under 0.5 s before the claim (the key
+//!   then certainly outlives the holder's deadline, `sent + TTL`); otherwise
+//!   a keep-alive goes alongside the transaction. A lease returns to the
+//!   pool only after this store saw the reply of the release that deleted
+//!   its key; one whose fate is unknown (lost reply, dropped future) is left
+//!   to expire. Idle leases are refreshed while their TTL is claimed and
+//!   revoked 3 s after it stops being; the pool holds at most 256.
+//! - **Renewal is no raft write.** A renewal with the granted TTL is a
+//!   linearizable read (the key is still this grant's, and which lease it
+//!   hangs on) and one keep-alive of that lease: two RPCs, no raft
+//!   proposal. A renewal with another TTL moves the key onto a lease of that
+//!   TTL in one transaction (one raft write) and revokes the old lease.
+//!   Keep-alives travel on short streams that close with their reply, so no
+//!   stream outlives the call that opened it.
+//! - **Release** is one transaction that deletes the key only if it is still
+//!   the fence's grant.
 //! - **Wait** watches the key from the revision it was read at, with a timed
 //!   re-check; a compacted revision is handled by reading again.
-//! - **Keep-alive failures** reach holders through renewal: once a shared
-//!   lease is gone its keys are gone, the next renewal is refused, and a
-//!   [`lease_core::Leaser`] fires its lost signal.
+//!
+//! What the design does not cover: etcd itself extends every lease when its
+//! leader changes (it renews them all on election, by up to their TTL plus
+//! the election timeout), so a grant may outlive its bound across a leader
+//! change; fencing tokens still order every grant. A renewal racing a
+//! release of the same fence may send its keep-alive after the lease was
+//! reused by a new claim of this store: that lease then lives until at most
+//! that keep-alive plus its TTL, an instant after the new claim's own bound.
 //!
 //! Connections take a list of endpoints, optional user/password
 //! ([`EtcdConfig::credentials`]) and, with the `tls` feature, TLS to
@@ -46,8 +60,9 @@
 //!
 //! Takeovers (reclaim of a live grant, repair of a corrupt record) take two
 //! round trips: etcd cannot delete and create one key in a transaction.
-//! `inspect` of another client's grant reports the TTL it was granted as its
-//! time left (an upper bound); for this client's own grants it is exact.
+//! `inspect` reads the key and asks etcd how long its lease has left (whole
+//! seconds); the time left in a busy claim's record is the TTL granted, an
+//! upper bound.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), lease_core::LeaseError> {
@@ -56,11 +71,12 @@
 //! # Ok(()) }
 //! ```
 
+mod claim;
 mod config;
-mod grants;
-mod pool;
+mod leases;
 mod record;
 mod store;
+mod wait;
 
 pub use config::EtcdConfig;
-pub use store::EtcdStore;
+pub use store::{EtcdStore, LeaseCounts};

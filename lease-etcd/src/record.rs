@@ -1,12 +1,14 @@
-//! The value of a lease key: `lease/v1 \n id \n incarnation \n ttl-ms`.
+//! What a lease key holds, and the compares that check it.
 //!
-//! Holder ids and incarnations hold no control characters, so the newline
-//! separators are unambiguous, and "this key is held by `holder`" is a range
-//! compare on the value: it starts with `lease/v1\nid\nincarnation\n`.
+//! The value is `lease/v1 \n id \n incarnation \n ttl-ms`. Holder ids and
+//! incarnations hold no control characters, so the newline separators are
+//! unambiguous, and "this key is held by `holder`" is a range compare on the
+//! value: it starts with `lease/v1\nid\nincarnation\n`.
 
 use std::time::Duration;
 
-use lease_core::Holder;
+use etcd_client::{Compare, CompareOp, KeyValue, TxnOpResponse, TxnResponse};
+use lease_core::{FencingToken, Holder};
 
 const VERSION: &str = "lease/v1";
 
@@ -50,6 +52,107 @@ pub(crate) fn decode(value: &[u8]) -> Result<(Holder, Duration), String> {
     Ok((holder, Duration::from_millis(ttl)))
 }
 
+/// A token is the `create_revision` of the grant's key. The one place
+/// revisions and tokens meet.
+pub(crate) fn token_of(create_revision: i64) -> FencingToken {
+    // etcd revisions start at 1 and never go negative.
+    FencingToken(u64::try_from(create_revision).unwrap_or(0))
+}
+
+/// The revision a token stands for; `None` for a token no etcd revision can
+/// be (above `i64::MAX`), which is then nobody's grant.
+pub(crate) fn revision_of(token: FencingToken) -> Option<i64> {
+    i64::try_from(token.0).ok().filter(|r| *r > 0)
+}
+
+/// What a key holds, as read.
+#[derive(Clone, Debug)]
+pub(crate) enum Found {
+    Absent,
+    Corrupt { detail: String, mod_revision: i64 },
+    Held(Held),
+}
+
+/// A grant as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub holder: Holder,
+    pub ttl: Duration,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    /// The etcd lease that ends it.
+    pub lease: i64,
+}
+
+impl Held {
+    pub fn token(&self) -> FencingToken {
+        token_of(self.create_revision)
+    }
+
+    pub fn is(&self, holder: &Holder, revision: i64) -> bool {
+        self.create_revision == revision && self.holder == *holder
+    }
+}
+
+impl Found {
+    pub fn from_kv(kv: Option<&KeyValue>) -> Self {
+        let Some(kv) = kv else {
+            return Found::Absent;
+        };
+        let corrupt = |detail: String| Found::Corrupt {
+            detail,
+            mod_revision: kv.mod_revision(),
+        };
+        match decode(kv.value()) {
+            // Every grant hangs on an etcd lease: a record without one
+            // would never end, so it is nobody's grant.
+            Ok(_) if kv.lease() == 0 => {
+                corrupt("the record is attached to no etcd lease, so nothing would end it".into())
+            }
+            Ok((holder, ttl)) => Found::Held(Held {
+                holder,
+                ttl,
+                create_revision: kv.create_revision(),
+                mod_revision: kv.mod_revision(),
+                lease: kv.lease(),
+            }),
+            Err(detail) => corrupt(detail),
+        }
+    }
+
+    /// What the `else` branch of a transaction read.
+    pub fn from_response(response: &TxnResponse) -> Self {
+        Self::from_kv(got(response).as_ref())
+    }
+}
+
+/// The first key a transaction's `get` read.
+pub(crate) fn got(response: &TxnResponse) -> Option<KeyValue> {
+    response.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+        _ => None,
+    })
+}
+
+/// The keys a transaction's `delete` removed (asked with `prev_kv`).
+pub(crate) fn deleted(response: &TxnResponse) -> Option<KeyValue> {
+    response.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Delete(delete) => delete.prev_kvs().first().cloned(),
+        _ => None,
+    })
+}
+
+/// Compares that hold when `etcd_key` is the grant created at `revision`
+/// for `holder`: created at that revision, its value in the holder's range.
+pub(crate) fn holds(etcd_key: &str, revision: i64, holder: &Holder) -> [Compare; 3] {
+    let (low, high) = holder_range(holder);
+    [
+        Compare::create_revision(etcd_key, CompareOp::Equal, revision),
+        Compare::value(etcd_key, CompareOp::Greater, low),
+        Compare::value(etcd_key, CompareOp::Less, high),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +190,14 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tokens_and_revisions_convert_in_one_checked_place() {
+        assert_eq!(token_of(42), FencingToken(42));
+        assert_eq!(token_of(-1), FencingToken(0));
+        assert_eq!(revision_of(FencingToken(42)), Some(42));
+        assert_eq!(revision_of(FencingToken(0)), None);
+        assert_eq!(revision_of(FencingToken(u64::MAX)), None);
     }
 }

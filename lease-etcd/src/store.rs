@@ -1,4 +1,4 @@
-//! The store: transactions on etcd.
+//! The store: connection, calls with time limits, and the trait.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,37 +6,34 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, KeyValue, KvClient, Txn, TxnOp,
+    TxnResponse,
 };
 use lease_core::{
-    Capabilities, Claim, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
-    LeaseStore, Op, with_timeout,
+    Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, LeaseStore, Op,
+    with_timeout,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::EtcdConfig;
-use crate::grants::{Grants, Local};
-use crate::pool::LeasePool;
-use crate::record;
+use crate::leases::{LeaseFailure, Leases, MARGIN};
+use crate::record::{self, Found, Held, holds, revision_of, token_of};
 
-const BACKEND: &str = "etcd";
-/// Takeovers race other claimers; give up after this many rounds.
-const TAKEOVER_ROUNDS: usize = 4;
+pub(crate) const BACKEND: &str = "etcd";
 
-/// A [`LeaseStore`] on etcd. Clones share one client, one set of shared
-/// etcd leases and one set of grant timers.
+/// A [`LeaseStore`] on etcd. Clones share one connection and one pool of
+/// idle etcd leases.
 #[derive(Clone)]
 pub struct EtcdStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: EtcdConfig,
-    client: Client,
-    pool: LeasePool,
-    grants: Grants,
+pub(crate) struct Inner {
+    pub config: EtcdConfig,
+    pub client: Client,
+    pub kv: KvClient,
+    pub leases: Leases,
     stop: CancellationToken,
 }
 
@@ -54,39 +51,21 @@ impl fmt::Debug for EtcdStore {
     }
 }
 
-/// What a key holds, as read in a transaction.
-enum Found {
-    Absent,
-    Corrupt {
-        detail: String,
-        mod_revision: i64,
-    },
-    Held {
-        holder: Holder,
-        ttl: Duration,
-        token: i64,
-        mod_revision: i64,
-    },
-}
-
-impl Found {
-    fn from_kv(kv: Option<&KeyValue>) -> Self {
-        match kv {
-            None => Found::Absent,
-            Some(kv) => match record::decode(kv.value()) {
-                Ok((holder, ttl)) => Found::Held {
-                    holder,
-                    ttl,
-                    token: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                },
-                Err(detail) => Found::Corrupt {
-                    detail,
-                    mod_revision: kv.mod_revision(),
-                },
-            },
-        }
-    }
+/// Counts of a store's etcd resources, for tests and monitoring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseCounts {
+    /// Keep-alive streams open right now (each carries one keep-alive and
+    /// closes on its reply).
+    pub keep_alive_streams: usize,
+    /// Idle etcd leases in the pool.
+    pub idle_leases: usize,
+    /// etcd leases attached to grants this store made and has not seen end.
+    pub leases_in_use: usize,
+    /// etcd leases granted by this store so far.
+    pub leases_granted: usize,
+    /// etcd leases revoked by this store so far.
+    pub leases_revoked: usize,
 }
 
 impl EtcdStore {
@@ -117,14 +96,14 @@ impl EtcdStore {
             endpoint: endpoint.clone(),
             source,
         };
+        let no_answer =
+            || connect_error(format!("no answer within {:?}", config.connect_timeout).into());
         let mut client = tokio::time::timeout(
             config.connect_timeout,
             Client::connect(&config.endpoints, Some(options)),
         )
         .await
-        .map_err(|_| {
-            connect_error(format!("no answer within {:?}", config.connect_timeout).into())
-        })?
+        .map_err(|_| no_answer())?
         .map_err(|e| connect_error(Box::new(e)))?;
         // The client connects lazily: ask something, so that a dead cluster
         // or a refused user shows here and not at the first claim.
@@ -133,15 +112,13 @@ impl EtcdStore {
             client.get(config.prefix.as_bytes(), None),
         )
         .await
-        .map_err(|_| {
-            connect_error(format!("no answer within {:?}", config.connect_timeout).into())
-        })?
+        .map_err(|_| no_answer())?
         .map_err(|e| connect_error(Box::new(e)))?;
         let stop = CancellationToken::new();
         Ok(Self {
             inner: Arc::new(Inner {
-                pool: LeasePool::new(client.clone(), config.call_timeout),
-                grants: Grants::new(client.clone(), config.call_timeout, stop.clone()),
+                leases: Leases::new(client.lease_client(), config.call_timeout, stop.clone()),
+                kv: client.kv_client(),
                 client,
                 config,
                 stop,
@@ -169,39 +146,58 @@ impl EtcdStore {
         format!("{}/", self.inner.config.prefix)
     }
 
-    /// How many keep-alive streams this store has open: one per TTL value in
-    /// use, however many grants share it.
-    pub fn keep_alive_streams(&self) -> usize {
-        self.inner.pool.streams()
+    /// How many keep-alive streams, idle and attached etcd leases this
+    /// store has now, and how many leases it granted and revoked.
+    pub fn lease_counts(&self) -> LeaseCounts {
+        let leases = &self.inner.leases;
+        let (granted, revoked) = leases.granted_and_revoked();
+        LeaseCounts {
+            keep_alive_streams: leases.streams(),
+            idle_leases: leases.idle_count(),
+            leases_in_use: leases.in_use_count(),
+            leases_granted: granted,
+            leases_revoked: revoked,
+        }
     }
 
-    /// How many of its grants this store is timing.
-    pub fn grants_timed(&self) -> usize {
-        self.inner.grants.len()
-    }
-
-    fn call_timeout(&self) -> Duration {
+    pub(crate) fn call_timeout(&self) -> Duration {
         self.inner.config.call_timeout
     }
 
-    async fn txn(&self, op: Op, key: &LeaseKey, txn: Txn) -> Result<TxnResponse, LeaseError> {
-        let mut client = self.inner.client.clone();
+    /// Runs `txn` under the call timeout, with etcd's own error.
+    pub(crate) async fn txn_raw(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        txn: Txn,
+    ) -> Result<Result<TxnResponse, etcd_client::Error>, LeaseError> {
+        let mut kv = self.inner.kv.clone();
         with_timeout(op, key, self.call_timeout(), async move {
-            client.txn(txn).await.map_err(|e| etcd_error(op, key, e))
+            Ok(kv.txn(txn).await)
         })
         .await
     }
 
-    async fn get(
+    pub(crate) async fn txn(
         &self,
         op: Op,
         key: &LeaseKey,
-        etcd_key: String,
+        txn: Txn,
+    ) -> Result<TxnResponse, LeaseError> {
+        self.txn_raw(op, key, txn)
+            .await?
+            .map_err(|e| etcd_error(op, key, e))
+    }
+
+    pub(crate) async fn get(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        etcd_key: &str,
     ) -> Result<(Option<KeyValue>, i64), LeaseError> {
-        let mut client = self.inner.client.clone();
+        let mut kv = self.inner.kv.clone();
         let response = with_timeout(op, key, self.call_timeout(), async move {
-            client
-                .get(etcd_key, None)
+            kv.get(etcd_key, None)
                 .await
                 .map_err(|e| etcd_error(op, key, e))
         })
@@ -210,262 +206,66 @@ impl EtcdStore {
         Ok((response.kvs().first().cloned(), revision))
     }
 
-    async fn shared_lease(&self, op: Op, key: &LeaseKey, ttl: Duration) -> Result<i64, LeaseError> {
-        with_timeout(op, key, self.call_timeout() * 2, async {
-            self.inner
-                .pool
-                .lease_for(ttl.as_secs())
-                .await
-                .map_err(|why| LeaseError::backend(BACKEND, op, key, false, why))
-        })
-        .await
+    /// What `key`'s record holds now.
+    pub(crate) async fn read(&self, op: Op, key: &LeaseKey) -> Result<Found, LeaseError> {
+        let (kv, _) = self.get(op, key, &self.record_key(key)).await?;
+        Ok(Found::from_kv(kv.as_ref()))
     }
 
-    /// Whether `token` on `key` is this store's grant past its deadline:
-    /// expired, whether or not its timer has deleted the key yet.
-    fn expired_here(&self, etcd_key: &[u8], token: i64) -> bool {
-        self.inner
-            .grants
-            .get(etcd_key)
-            .is_some_and(|local| local.token == token && local.deadline <= Instant::now())
-    }
-
-    fn record_of(&self, key: &LeaseKey, found: &Found) -> Option<LeaseRecord> {
-        let Found::Held {
-            holder, ttl, token, ..
-        } = found
-        else {
-            return None;
-        };
-        let etcd_key = self.record_key(key);
-        let remaining = match self.inner.grants.get(etcd_key.as_bytes()) {
-            Some(local) if local.token == *token => {
-                local.deadline.saturating_duration_since(Instant::now())
-            }
-            _ => *ttl,
-        };
-        Some(LeaseRecord {
+    /// `held` as a record, its time left an upper bound: the TTL granted.
+    pub(crate) fn record_of(&self, key: &LeaseKey, held: &Held) -> LeaseRecord {
+        LeaseRecord {
             key: key.clone(),
-            holder: holder.clone(),
-            token: FencingToken(u64::try_from(*token).unwrap_or(0)),
-            remaining,
-        })
+            holder: held.holder.clone(),
+            token: held.token(),
+            remaining: held.ttl,
+        }
     }
 
-    /// Creates the key if absent: a fresh grant. Else reads what is there.
-    async fn create(
+    pub(crate) fn lost(&self, fence: &Fence, found: &Found) -> LeaseError {
+        let current = match found {
+            Found::Held(held) => Some(self.record_of(&fence.key, held)),
+            _ => None,
+        };
+        LeaseError::lost(fence, current)
+    }
+
+    /// The error for a lease that could not be had or refreshed.
+    pub(crate) fn lease_error(
         &self,
         op: Op,
         key: &LeaseKey,
-        holder: &Holder,
         ttl: Duration,
-        sent: Instant,
-    ) -> Result<Result<Grant, Found>, LeaseError> {
-        let etcd_key = self.record_key(key);
-        let lease = self.shared_lease(op, key, ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                etcd_key.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                etcd_key.as_str(),
-                record::encode(holder, ttl),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let response = self.txn(op, key, txn).await?;
-        if response.succeeded() {
-            let revision = revision_of(op, key, &response)?;
-            self.inner.grants.set(
-                etcd_key.as_bytes(),
-                Local {
-                    token: revision,
-                    mod_revision: revision,
-                    deadline: sent + ttl,
-                },
-            );
-            let fence = Fence {
+        failure: LeaseFailure,
+    ) -> LeaseError {
+        match failure {
+            LeaseFailure::TtlRefused { asked, granted } => LeaseError::InvalidTtl {
                 key: key.clone(),
-                holder: holder.clone(),
-                token: FencingToken(revision as u64),
-            };
-            return Ok(Ok(Grant::new(fence, ttl, sent, true)));
-        }
-        Ok(Err(Found::from_kv(got(&response).as_ref())))
-    }
-
-    /// Rewrites `holder`'s grant `token` with `ttl` from now, keeping the
-    /// token: `Ok(Ok)` renewed, `Ok(Err)` not the live grant (with what is).
-    async fn refresh(
-        &self,
-        op: Op,
-        key: &LeaseKey,
-        holder: &Holder,
-        token: i64,
-        ttl: Duration,
-        sent: Instant,
-    ) -> Result<Result<(), Found>, LeaseError> {
-        let etcd_key = self.record_key(key);
-        if self.expired_here(etcd_key.as_bytes(), token) {
-            let (kv, _) = self.get(op, key, etcd_key).await?;
-            let found = Found::from_kv(kv.as_ref());
-            // Our own expired grant still in place counts as gone.
-            return Ok(Err(match found {
-                Found::Held { token: t, .. } if t == token => Found::Absent,
-                other => other,
-            }));
-        }
-        let lease = self.shared_lease(op, key, ttl).await?;
-        let txn = Txn::new()
-            .when(holds(&etcd_key, token, holder))
-            .and_then([TxnOp::put(
-                etcd_key.as_str(),
-                record::encode(holder, ttl),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let response = self.txn(op, key, txn).await?;
-        if response.succeeded() {
-            let revision = revision_of(op, key, &response)?;
-            self.inner.grants.set(
-                etcd_key.as_bytes(),
-                Local {
-                    token,
-                    mod_revision: revision,
-                    deadline: sent + ttl,
-                },
-            );
-            return Ok(Ok(()));
-        }
-        Ok(Err(Found::from_kv(got(&response).as_ref())))
-    }
-
-    /// Deletes the key if it still holds what was read (`mod_revision`).
-    async fn delete_if_unchanged(
-        &self,
-        op: Op,
-        key: &LeaseKey,
-        mod_revision: i64,
-    ) -> Result<bool, LeaseError> {
-        let etcd_key = self.record_key(key);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                etcd_key.as_str(),
-                CompareOp::Equal,
-                mod_revision,
-            )])
-            .and_then([TxnOp::delete(etcd_key.as_str(), None)]);
-        Ok(self.txn(op, key, txn).await?.succeeded())
-    }
-
-    async fn claim_or_reclaim(
-        &self,
-        op: Op,
-        key: &LeaseKey,
-        holder: &Holder,
-        ttl: Duration,
-        observed: Option<&Fence>,
-    ) -> Result<Claim, LeaseError> {
-        let ttl = self.capabilities().grant_ttl(key, ttl)?;
-        let etcd_key = self.record_key(key);
-        // The deadline counts from the caller's request, even when a
-        // takeover needs more rounds: the holder may stop early, never late.
-        let sent = Instant::now();
-        for _ in 0..TAKEOVER_ROUNDS {
-            let found = match self.create(op, key, holder, ttl, sent).await? {
-                Ok(grant) => return Ok(Claim::Acquired(grant)),
-                Err(found) => found,
-            };
-            match found {
-                // Deleted between the compare and the read: try again.
-                Found::Absent => {}
-                Found::Corrupt { mod_revision, .. } => {
-                    self.delete_if_unchanged(op, key, mod_revision).await?;
-                }
-                Found::Held {
-                    token,
-                    mod_revision,
-                    ..
-                } if self.expired_here(etcd_key.as_bytes(), token) => {
-                    self.delete_if_unchanged(op, key, mod_revision).await?;
-                }
-                Found::Held {
-                    holder: ref current,
-                    token,
-                    ..
-                } if current == holder => {
-                    match self.refresh(op, key, holder, token, ttl, sent).await? {
-                        Ok(()) => {
-                            let fence = Fence {
-                                key: key.clone(),
-                                holder: holder.clone(),
-                                token: FencingToken(token as u64),
-                            };
-                            return Ok(Claim::Acquired(Grant::new(fence, ttl, sent, false)));
-                        }
-                        Err(_) => continue,
-                    }
-                }
-                Found::Held {
-                    ref holder,
-                    token,
-                    mod_revision,
-                    ..
-                } if observed.is_some_and(|o| o.holder == *holder && o.token.0 == token as u64) => {
-                    self.delete_if_unchanged(op, key, mod_revision).await?;
-                }
-                held => return Ok(Claim::Busy(self.record_of(key, &held).expect("held"))),
+                ttl,
+                rule: format!(
+                    "etcd granted a {granted} s lease when asked for {asked} s: its shortest lease is longer, so grants here need at least {} s",
+                    Duration::from_secs(granted.unsigned_abs())
+                        .saturating_sub(MARGIN)
+                        .as_secs()
+                ),
+            },
+            LeaseFailure::Gone => {
+                LeaseError::backend(BACKEND, op, key, false, "its etcd lease expired")
             }
-        }
-        let (kv, _) = self.get(op, key, etcd_key).await?;
-        match self.record_of(key, &Found::from_kv(kv.as_ref())) {
-            Some(record) => Ok(Claim::Busy(record)),
-            None => Err(LeaseError::backend(
-                BACKEND,
+            LeaseFailure::Call(error) => etcd_error(op, key, error),
+            LeaseFailure::TimedOut => LeaseError::Timeout {
                 op,
-                key,
-                false,
-                "the key kept changing under the claim; try again",
-            )),
+                key: key.clone(),
+                after: self.call_timeout(),
+            },
         }
     }
-
-    fn lost(&self, fence: &Fence, found: &Found) -> LeaseError {
-        LeaseError::lost(fence, self.record_of(&fence.key, found))
-    }
 }
 
-/// Compares that hold when `etcd_key` is the grant `token` of `holder`:
-/// created at that revision, its value in the holder's range.
-fn holds(etcd_key: &str, token: i64, holder: &Holder) -> [Compare; 3] {
-    let (low, high) = record::holder_range(holder);
-    [
-        Compare::create_revision(etcd_key, CompareOp::Equal, token),
-        Compare::value(etcd_key, CompareOp::Greater, low),
-        Compare::value(etcd_key, CompareOp::Less, high),
-    ]
-}
-
-fn got(response: &TxnResponse) -> Option<KeyValue> {
-    response.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
-        _ => None,
-    })
-}
-
-fn revision_of(op: Op, key: &LeaseKey, response: &TxnResponse) -> Result<i64, LeaseError> {
-    response
-        .header()
-        .map(|h| h.revision())
-        .filter(|r| *r > 0)
-        .ok_or_else(|| LeaseError::backend(BACKEND, op, key, true, "the reply carries no revision"))
-}
-
-fn etcd_error(op: Op, key: &LeaseKey, error: etcd_client::Error) -> LeaseError {
+/// An etcd error as a [`LeaseError`], indeterminate when the request may
+/// have been applied.
+pub(crate) fn etcd_error(op: Op, key: &LeaseKey, error: etcd_client::Error) -> LeaseError {
     use etcd_client::Error;
-    // Lost in transit: the request may have been applied.
     let indeterminate = match &error {
         Error::GRpcStatus(status) => {
             // Unavailable, DeadlineExceeded, Cancelled, Unknown.
@@ -483,8 +283,9 @@ impl LeaseStore for EtcdStore {
         Capabilities::new(BACKEND)
             .with_min_ttl(Duration::from_secs(1))
             .with_ttl_granularity(Duration::from_secs(1))
-            // The local timer plus one delete round trip.
-            .with_expiry_slack(Duration::from_secs(1))
+            // The lease margin, plus etcd's expiry check (every 500 ms) and
+            // the revocation it proposes.
+            .with_expiry_slack(Duration::from_secs(2))
             .with_max_value_len(1024 * 1024)
     }
 
@@ -512,9 +313,11 @@ impl LeaseStore for EtcdStore {
         let key = &fence.key;
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
         let sent = Instant::now();
-        let token = i64::try_from(fence.token.0).unwrap_or(i64::MAX);
+        let Some(revision) = revision_of(fence.token) else {
+            return Err(self.lost(fence, &self.read(Op::Renew, key).await?));
+        };
         match self
-            .refresh(Op::Renew, key, &fence.holder, token, ttl, sent)
+            .refresh(Op::Renew, key, &fence.holder, revision, ttl, sent)
             .await?
         {
             Ok(()) => Ok(Grant::new(fence.clone(), ttl, sent, false)),
@@ -524,30 +327,53 @@ impl LeaseStore for EtcdStore {
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let key = &fence.key;
-        let etcd_key = self.record_key(key);
-        let token = i64::try_from(fence.token.0).unwrap_or(i64::MAX);
-        if self.expired_here(etcd_key.as_bytes(), token) {
+        let Some(revision) = revision_of(fence.token) else {
             return Ok(false);
-        }
+        };
+        let etcd_key = self.record_key(key);
         let txn = Txn::new()
-            .when(holds(&etcd_key, token, &fence.holder))
-            .and_then([TxnOp::delete(etcd_key.as_str(), None)]);
-        let released = self.txn(Op::Release, key, txn).await?.succeeded();
-        self.inner.grants.forget(etcd_key.as_bytes(), token);
-        Ok(released)
+            .when(holds(&etcd_key, revision, &fence.holder))
+            .and_then([TxnOp::delete(
+                etcd_key.as_str(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )]);
+        let response = self.txn(Op::Release, key, txn).await?;
+        if let Some(gone) = record::deleted(&response) {
+            self.inner.leases.released(gone.lease());
+        }
+        Ok(response.succeeded())
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
-        let etcd_key = self.record_key(key);
-        let (kv, _) = self.get(Op::Inspect, key, etcd_key.clone()).await?;
-        match Found::from_kv(kv.as_ref()) {
+        match self.read(Op::Inspect, key).await? {
+            Found::Absent => Ok(None),
             Found::Corrupt { detail, .. } => Err(LeaseError::Corrupt {
                 key: key.clone(),
                 detail,
             }),
-            Found::Held { token, .. } if self.expired_here(etcd_key.as_bytes(), token) => Ok(None),
-            found => Ok(self.record_of(key, &found)),
+            Found::Held(held) => {
+                let left = self.lease_left(key, held.lease).await?;
+                // The lease outlives the grant by the margin; etcd reports
+                // whole seconds, rounded down.
+                Ok(left.map(|left| LeaseRecord {
+                    remaining: left.min(held.ttl),
+                    ..self.record_of(key, &held)
+                }))
+            }
         }
+    }
+
+    async fn check(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        // A key exists only while its etcd lease lives: one read decides.
+        Ok(
+            match (
+                self.read(Op::Inspect, &fence.key).await?,
+                revision_of(fence.token),
+            ) {
+                (Found::Held(held), Some(revision)) => held.is(&fence.holder, revision),
+                _ => false,
+            },
+        )
     }
 
     async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
@@ -565,7 +391,7 @@ impl LeaseStore for EtcdStore {
         if response.succeeded() {
             return Ok(());
         }
-        match got(&response) {
+        match record::got(&response) {
             Some(kv) if kv.value() == value.as_bytes() => Ok(()),
             Some(kv) => Err(LeaseError::Conflict {
                 key: key.clone(),
@@ -592,7 +418,7 @@ impl LeaseStore for EtcdStore {
         if response.succeeded() {
             return Ok(true);
         }
-        match got(&response) {
+        match record::got(&response) {
             None => Ok(false),
             Some(kv) => Err(LeaseError::Conflict {
                 key: key.clone(),
@@ -602,7 +428,7 @@ impl LeaseStore for EtcdStore {
     }
 
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
-        let (kv, _) = self.get(Op::GetMarker, key, self.marker_key(key)).await?;
+        let (kv, _) = self.get(Op::GetMarker, key, &self.marker_key(key)).await?;
         kv.map(|kv| lease_core::marker_text(key, kv.value().to_vec()))
             .transpose()
     }
@@ -616,85 +442,37 @@ impl LeaseStore for EtcdStore {
         self.capabilities().check_value(target, value.len())?;
         let key = &fence.key;
         let etcd_key = self.record_key(key);
-        let token = i64::try_from(fence.token.0).unwrap_or(i64::MAX);
-        if self.expired_here(etcd_key.as_bytes(), token) {
-            return Err(LeaseError::lost(fence, None));
-        }
+        let Some(revision) = revision_of(fence.token) else {
+            return Err(self.lost(fence, &self.read(Op::GuardedWrite, key).await?));
+        };
         let txn = Txn::new()
-            .when(holds(&etcd_key, token, &fence.holder))
+            .when(holds(&etcd_key, revision, &fence.holder))
             .and_then([TxnOp::put(self.guarded_key(target), value, None)])
             .or_else([TxnOp::get(etcd_key.as_str(), None)]);
         let response = self.txn(Op::GuardedWrite, key, txn).await?;
         if response.succeeded() {
             return Ok(());
         }
-        Err(self.lost(fence, &Found::from_kv(got(&response).as_ref())))
+        Err(self.lost(fence, &Found::from_response(&response)))
     }
 
     async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
         let (kv, _) = self
-            .get(Op::ReadGuarded, target, self.guarded_key(target))
+            .get(Op::ReadGuarded, target, &self.guarded_key(target))
             .await?;
         Ok(kv.map(|kv| kv.value().to_vec()))
     }
 
     async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
-        let give_up = Instant::now() + timeout;
-        let etcd_key = self.record_key(key);
-        loop {
-            let (kv, revision) = match self.get(Op::Wait, key, etcd_key.clone()).await {
-                Ok(read) => read,
-                Err(error) if Instant::now() >= give_up => return Err(error),
-                Err(_) => {
-                    tokio::time::sleep(
-                        self.inner.config.wait_recheck.min(give_up - Instant::now()),
-                    )
-                    .await;
-                    continue;
-                }
-            };
-            let remaining = match Found::from_kv(kv.as_ref()) {
-                Found::Absent | Found::Corrupt { .. } => return Ok(true),
-                Found::Held { token, .. } if self.expired_here(etcd_key.as_bytes(), token) => {
-                    return Ok(true);
-                }
-                held => self
-                    .record_of(key, &held)
-                    .map_or(Duration::ZERO, |r| r.remaining),
-            };
-            if Instant::now() >= give_up {
-                return Ok(false);
-            }
-            // Watch from just after the read: no delete can slip between.
-            let recheck = Instant::now()
-                + remaining.min(self.inner.config.wait_recheck)
-                + Duration::from_millis(1);
-            let mut client = self.inner.client.clone();
-            let options = WatchOptions::new().with_start_revision(revision + 1);
-            let watch = tokio::time::timeout(
-                self.call_timeout(),
-                client.watch(etcd_key.as_str(), Some(options)),
-            )
-            .await;
-            let Ok(Ok(mut stream)) = watch else {
-                tokio::time::sleep_until(recheck.min(give_up)).await;
-                continue;
-            };
-            loop {
-                tokio::select! {
-                    message = stream.message() => match message {
-                        Ok(Some(response)) if response.canceled() => break,
-                        Ok(Some(response)) => {
-                            let deleted = response.events().iter().any(|e| e.event_type() == etcd_client::EventType::Delete);
-                            if deleted {
-                                return Ok(true);
-                            }
-                        }
-                        Ok(None) | Err(_) => break,
-                    },
-                    () = tokio::time::sleep_until(recheck.min(give_up)) => break,
-                }
-            }
-        }
+        self.wait_until_free(key, timeout).await
+    }
+}
+
+/// The token of a grant as the claim returns it.
+pub(crate) fn fence_of(key: &LeaseKey, holder: &Holder, revision: i64) -> Fence {
+    Fence {
+        key: key.clone(),
+        holder: holder.clone(),
+        token: token_of(revision),
     }
 }

@@ -1,4 +1,4 @@
-//! etcd specifics: shared keep-alive streams, one RPC per claim, watch
+//! etcd specifics: renewals without raft writes, one RPC per claim, watch
 //! latency, authentication, and a frozen member.
 
 use std::sync::Arc;
@@ -28,42 +28,35 @@ async fn connect(cluster: &EtcdCluster) -> EtcdStore {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_grants_share_one_keep_alive_stream_per_ttl() {
+async fn a_thousand_renewals_make_no_raft_proposal_and_leave_nothing_behind() {
     let Some(cluster) = cluster().await else {
         return;
     };
+    let endpoint = &cluster.endpoints()[0];
     let store = connect(&cluster).await;
     let holder = Holder::new("bulk", "1").unwrap();
     let ttl = Duration::from_secs(6);
-    let mut fences = Vec::new();
-    for i in 0..1000 {
-        let grant = store
-            .claim(&key(&format!("bulk/{i}")), &holder, ttl)
-            .await
-            .unwrap()
-            .acquired()
-            .unwrap();
-        fences.push(grant.fence);
-    }
+    let claims = futures::stream::iter(0..1000)
+        .map(|i| {
+            let (store, holder) = (&store, &holder);
+            async move { store.claim(&key(&format!("bulk/{i}")), holder, ttl).await }
+        })
+        .buffer_unordered(32);
+    let fences: Vec<_> = claims
+        .map(|claim| claim.unwrap().acquired().expect("a free key").fence)
+        .collect()
+        .await;
     assert_eq!(
-        store.keep_alive_streams(),
-        1,
-        "1000 grants of one TTL, one stream"
+        store.lease_counts().leases_in_use,
+        1000,
+        "one etcd lease per grant"
     );
-    let other = store
-        .claim(&key("bulk/other-ttl"), &holder, ttl * 2)
-        .await
-        .unwrap();
-    assert!(other.grant().is_some());
-    assert_eq!(
-        store.keep_alive_streams(),
-        2,
-        "a second TTL value, a second stream"
-    );
-    // Keep them past two TTLs by renewing (many at once, as many holders
-    // would); the streams stay two.
+    // Keep them past two TTLs by renewing, many at once; count the raft
+    // proposals the renewals cost.
     let started = Instant::now();
+    let mut proposals = 0;
     while started.elapsed() < ttl * 2 {
+        let before = metric(endpoint, "etcd_server_proposals_committed_total").await;
         let renewals = futures::stream::iter(&fences)
             .map(|fence| store.renew(fence, ttl))
             .buffer_unordered(64);
@@ -76,9 +69,15 @@ async fn a_thousand_grants_share_one_keep_alive_stream_per_ttl() {
             "renewals failed: {:?}",
             &failed[..failed.len().min(3)]
         );
+        proposals += metric(endpoint, "etcd_server_proposals_committed_total").await - before;
         tokio::time::sleep(ttl / 4).await;
     }
-    assert_eq!(store.keep_alive_streams(), 2);
+    // A handful of pool refreshes aside, renewals propose nothing: with a
+    // raft write per renewal this would be thousands.
+    assert!(
+        proposals < 50,
+        "renewing 1000 grants repeatedly made {proposals} raft proposals"
+    );
     for fence in fences.iter().step_by(97) {
         assert!(
             store.check(fence).await.unwrap(),
@@ -95,10 +94,39 @@ async fn a_thousand_grants_share_one_keep_alive_stream_per_ttl() {
             "{fence} was dropped by another's release"
         );
     }
+    for fence in &fences[500..] {
+        assert!(store.release(fence).await.unwrap());
+    }
+    // Once nothing is claimed, the pool lets its leases go, and no stream
+    // stays open.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let counts = store.lease_counts();
+    assert!(
+        counts.idle_leases <= 1 && counts.keep_alive_streams == 0,
+        "{counts:?}"
+    );
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let alive = client.leases().await.unwrap().leases().len();
+    assert!(
+        alive <= 1,
+        "{alive} etcd leases left after every grant ended"
+    );
 }
 
-/// `grpc_server_started_total` summed over unary methods, by method.
-async fn rpc_counts(endpoint: &str) -> std::collections::BTreeMap<String, u64> {
+/// The sum of every sample of the metric `name` etcd exports.
+async fn metric(endpoint: &str, name: &str) -> u64 {
+    metrics_text(endpoint)
+        .await
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn metrics_text(endpoint: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(endpoint).await.unwrap();
     stream
@@ -107,6 +135,12 @@ async fn rpc_counts(endpoint: &str) -> std::collections::BTreeMap<String, u64> {
         .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// `grpc_server_started_total` summed over unary methods, by method.
+async fn rpc_counts(endpoint: &str) -> std::collections::BTreeMap<String, u64> {
+    let text = metrics_text(endpoint).await;
     let mut counts = std::collections::BTreeMap::new();
     for line in text
         .lines()
@@ -135,15 +169,24 @@ async fn a_claim_in_steady_state_is_one_rpc() {
     let store = connect(&cluster).await;
     let endpoint = &cluster.endpoints()[0];
     let ttl = Duration::from_secs(30);
-    // The first claim grants the shared lease and opens its stream.
-    store
+    // The first claim and release give the pool a lease to reuse.
+    let warm = store
         .claim(&key("rpc/warm"), &Holder::new("a", "1").unwrap(), ttl)
         .await
         .unwrap()
         .acquired()
         .unwrap();
+    assert!(store.release(&warm.fence).await.unwrap());
     let mut per_claim = Vec::new();
     for i in 0..5 {
+        // Each claim keeps its lease; give the pool one back first.
+        let spare = store
+            .claim(&key("rpc/spare"), &Holder::new("a", "1").unwrap(), ttl)
+            .await
+            .unwrap()
+            .acquired()
+            .unwrap();
+        assert!(store.release(&spare.fence).await.unwrap());
         let before = rpc_counts(endpoint).await;
         let claim = store
             .claim(
@@ -287,8 +330,7 @@ async fn a_frozen_cluster_ends_the_lease_by_its_deadline() {
     let deadline = lease.deadline();
     lease.lost().cancelled().await;
     let late = Instant::now().saturating_duration_since(deadline);
-    // Stay frozen a while: the store must keep trying to end the grant,
-    // since its keep-alives will hold the shared etcd lease up afterwards.
+    // Stay frozen past the grant's etcd lease.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.resume_member(0).await.expect("resume");
     assert!(
@@ -296,9 +338,8 @@ async fn a_frozen_cluster_ends_the_lease_by_its_deadline() {
         "lost fired {late:?} after the deadline"
     );
     assert_eq!(lease.lost_reason(), Some(LostReason::DeadlinePassed));
-    // After the thaw, another client sees the old grant end and gets a
-    // newer one: a's store (still alive, still keeping its shared etcd
-    // lease up) must have ended the grant itself.
+    // After the thaw, another client sees the old grant end (etcd ends it,
+    // though a's store is alive) and gets a newer one.
     let other = connect(&cluster).await;
     let mut next = None;
     for _ in 0..100 {

@@ -1,0 +1,290 @@
+//! Claims, takeovers and renewals: putting grant keys on etcd leases.
+
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnResponse};
+use lease_core::{Claim, Fence, Grant, Holder, LeaseError, LeaseKey, Op};
+use tokio::time::Instant;
+
+use crate::leases::{Lease, LeaseFailure, is_lease_not_found, lease_ttl_secs};
+use crate::record::{self, Found, holds};
+use crate::store::{BACKEND, EtcdStore, etcd_error, fence_of};
+
+/// Takeovers race other claimers; give up after this many rounds.
+const ROUNDS: usize = 4;
+
+/// How a transaction that puts a key on a lease ended.
+enum Attached {
+    /// etcd answered; the key is on the lease if the transaction succeeded,
+    /// and the lease lives its TTL from no earlier than `sent`.
+    Answered(TxnResponse),
+    /// The lease had expired: nothing lives on it.
+    LeaseGone,
+}
+
+impl EtcdStore {
+    /// Runs `txn`, which puts a key on `lease`. A lease refreshed too long
+    /// before `sent` gets a keep-alive alongside, so that either way the
+    /// key certainly lives until `sent + TTL`.
+    async fn attach(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        txn: Txn,
+        lease: Lease,
+        sent: Instant,
+    ) -> Result<Attached, LeaseError> {
+        let leases = &self.inner.leases;
+        let (answer, refreshed) = if lease.fresh_at(sent) {
+            (self.txn_raw(op, key, txn).await?, None)
+        } else {
+            let (answer, refreshed) =
+                tokio::join!(self.txn_raw(op, key, txn), leases.refresh(lease.id));
+            (answer?, Some(refreshed))
+        };
+        let response = match answer {
+            Err(error) if is_lease_not_found(&error) => return Ok(Attached::LeaseGone),
+            Err(error) => return Err(etcd_error(op, key, error)),
+            Ok(response) => response,
+        };
+        match refreshed {
+            None | Some(Ok(_)) => Ok(Attached::Answered(response)),
+            // Expired after the put: whatever it carried is gone with it.
+            Some(Err(LeaseFailure::Gone)) => Ok(Attached::LeaseGone),
+            // Nothing was put on it: its refresh does not matter.
+            Some(Err(_)) if !response.succeeded() => Ok(Attached::Answered(response)),
+            // Put, but the lease may end before the deadline: not a grant
+            // to report. A retry of the claim returns it if it lives.
+            Some(Err(failure)) => Err(match self.lease_error(op, key, lease_ttl(lease), failure) {
+                LeaseError::Backend { source, .. } => {
+                    LeaseError::backend(BACKEND, op, key, true, source)
+                }
+                other => other,
+            }),
+        }
+    }
+
+    /// Creates the key if absent: a fresh grant. Else reads what is there.
+    async fn create(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        sent: Instant,
+    ) -> Result<Result<Grant, Found>, LeaseError> {
+        let etcd_key = self.record_key(key);
+        let leases = &self.inner.leases;
+        for _ in 0..ROUNDS {
+            let lease = leases
+                .take(lease_ttl_secs(ttl))
+                .await
+                .map_err(|failure| self.lease_error(op, key, ttl, failure))?;
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    etcd_key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([TxnOp::put(
+                    etcd_key.as_str(),
+                    record::encode(holder, ttl),
+                    Some(PutOptions::new().with_lease(lease.id)),
+                )])
+                .or_else([TxnOp::get(etcd_key.as_str(), None)]);
+            let response = match self.attach(op, key, txn, lease, sent).await? {
+                Attached::LeaseGone => continue,
+                Attached::Answered(response) => response,
+            };
+            if !response.succeeded() {
+                leases.unused(lease);
+                return Ok(Err(Found::from_response(&response)));
+            }
+            let revision = revision_in(op, key, &response)?;
+            let grant = Grant::new(fence_of(key, holder, revision), ttl, sent, true);
+            return Ok(Ok(grant));
+        }
+        Err(LeaseError::backend(
+            BACKEND,
+            op,
+            key,
+            false,
+            "etcd kept expiring the leases offered to the claim; try again",
+        ))
+    }
+
+    /// Extends `holder`'s grant created at `revision` by `ttl` from `sent`,
+    /// keeping the token: `Ok(Ok)` renewed, `Ok(Err)` not the live grant
+    /// (with what is). Same TTL: a keep-alive of the grant's own lease, no
+    /// raft write. Another TTL: the key moves to a lease of that TTL in one
+    /// transaction.
+    pub(crate) async fn refresh(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        holder: &Holder,
+        revision: i64,
+        ttl: Duration,
+        sent: Instant,
+    ) -> Result<Result<(), Found>, LeaseError> {
+        let found = self.read(op, key).await?;
+        let held = match &found {
+            Found::Held(held) if held.is(holder, revision) => held.clone(),
+            _ => return Ok(Err(found)),
+        };
+        let leases = &self.inner.leases;
+        if lease_ttl_secs(held.ttl) == lease_ttl_secs(ttl) {
+            return match leases.refresh(held.lease).await {
+                Ok(_) => Ok(Ok(())),
+                // Expired since the read: the key goes with it.
+                Err(LeaseFailure::Gone) => Ok(Err(Found::Absent)),
+                Err(failure) => Err(self.lease_error(op, key, ttl, failure)),
+            };
+        }
+        let etcd_key = self.record_key(key);
+        let lease = leases
+            .take(lease_ttl_secs(ttl))
+            .await
+            .map_err(|failure| self.lease_error(op, key, ttl, failure))?;
+        let txn = Txn::new()
+            .when({
+                let mut compares = holds(&etcd_key, revision, holder).to_vec();
+                compares.push(Compare::lease(
+                    etcd_key.as_str(),
+                    CompareOp::Equal,
+                    held.lease,
+                ));
+                compares
+            })
+            .and_then([TxnOp::put(
+                etcd_key.as_str(),
+                record::encode(holder, ttl),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
+        match self.attach(op, key, txn, lease, sent).await? {
+            Attached::LeaseGone => Ok(Err(self.read(op, key).await?)),
+            Attached::Answered(response) if response.succeeded() => {
+                // The old lease carries nothing now.
+                leases.retire(held.lease);
+                Ok(Ok(()))
+            }
+            Attached::Answered(response) => {
+                leases.unused(lease);
+                Ok(Err(Found::from_response(&response)))
+            }
+        }
+    }
+
+    /// Deletes the key if it still holds what was read (`mod_revision`).
+    async fn delete_if_unchanged(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        mod_revision: i64,
+    ) -> Result<bool, LeaseError> {
+        let etcd_key = self.record_key(key);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                etcd_key.as_str(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then([TxnOp::delete(etcd_key.as_str(), None)]);
+        Ok(self.txn(op, key, txn).await?.succeeded())
+    }
+
+    pub(crate) async fn claim_or_reclaim(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        observed: Option<&Fence>,
+    ) -> Result<Claim, LeaseError> {
+        let ttl = self.capabilities_ttl(key, ttl)?;
+        // The deadline counts from the caller's request, even when a
+        // takeover needs more rounds: the holder may stop early, never late.
+        let sent = Instant::now();
+        for _ in 0..ROUNDS {
+            let found = match self.create(op, key, holder, ttl, sent).await? {
+                Ok(grant) => return Ok(Claim::Acquired(grant)),
+                Err(found) => found,
+            };
+            match found {
+                // Deleted between the compare and the read: try again.
+                Found::Absent => {}
+                Found::Corrupt { mod_revision, .. } => {
+                    self.delete_if_unchanged(op, key, mod_revision).await?;
+                }
+                Found::Held(held) if held.holder == *holder => {
+                    let revision = held.create_revision;
+                    if let Ok(()) = self.refresh(op, key, holder, revision, ttl, sent).await? {
+                        return Ok(Claim::Acquired(Grant::new(
+                            fence_of(key, holder, revision),
+                            ttl,
+                            sent,
+                            false,
+                        )));
+                    }
+                }
+                Found::Held(held)
+                    if observed
+                        .is_some_and(|o| o.holder == held.holder && o.token == held.token()) =>
+                {
+                    self.delete_if_unchanged(op, key, held.mod_revision).await?;
+                }
+                Found::Held(held) => return Ok(Claim::Busy(self.record_of(key, &held))),
+            }
+        }
+        match self.read(op, key).await? {
+            Found::Held(held) => Ok(Claim::Busy(self.record_of(key, &held))),
+            _ => Err(LeaseError::backend(
+                BACKEND,
+                op,
+                key,
+                false,
+                "the key kept changing under the claim; try again",
+            )),
+        }
+    }
+
+    fn capabilities_ttl(&self, key: &LeaseKey, ttl: Duration) -> Result<Duration, LeaseError> {
+        use lease_core::LeaseStore;
+        self.capabilities().grant_ttl(key, ttl)
+    }
+
+    /// How long etcd will keep lease `id`, in whole seconds rounded down;
+    /// `None` when it is gone.
+    pub(crate) async fn lease_left(
+        &self,
+        key: &LeaseKey,
+        id: i64,
+    ) -> Result<Option<Duration>, LeaseError> {
+        let mut client = self.inner.client.lease_client();
+        let answer = lease_core::with_timeout(Op::Inspect, key, self.call_timeout(), async move {
+            Ok(client.time_to_live(id, None).await)
+        })
+        .await?;
+        match answer {
+            Ok(response) if response.ttl() > 0 => {
+                Ok(Some(Duration::from_secs(response.ttl().unsigned_abs())))
+            }
+            Ok(_) => Ok(None),
+            Err(error) if is_lease_not_found(&error) => Ok(None),
+            Err(error) => Err(etcd_error(Op::Inspect, key, error)),
+        }
+    }
+}
+
+fn lease_ttl(lease: Lease) -> Duration {
+    Duration::from_secs(lease.ttl_secs.unsigned_abs())
+}
+
+fn revision_in(op: Op, key: &LeaseKey, response: &TxnResponse) -> Result<i64, LeaseError> {
+    response
+        .header()
+        .map(|h| h.revision())
+        .filter(|r| *r > 0)
+        .ok_or_else(|| LeaseError::backend(BACKEND, op, key, true, "the reply carries no revision"))
+}

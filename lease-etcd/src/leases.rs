@@ -1,0 +1,346 @@
+//! etcd leases: one per grant, drawn from a pool of idle ones.
+//!
+//! A grant's key hangs on an etcd lease of its own whose TTL is the granted
+//! TTL plus [`MARGIN`]. Nothing keeps that lease alive but the grant's own
+//! renewals, so etcd ends the key by itself at most `TTL + MARGIN` after
+//! the last claim or renewal it applied — whatever the client loses.
+//!
+//! Granting a lease is a raft write, so claims do not grant: they take an
+//! idle lease of the right TTL from the pool. Such a lease must outlive the
+//! holder's deadline, `sent + TTL`: it lasts `MARGIN + TTL` from its last
+//! refresh, so a claim attaches it as it is only when that refresh was sent
+//! less than [`FRESH`] before the claim; otherwise the claim sends a
+//! keep-alive for it alongside its transaction. A lease goes back to the
+//! pool only after this store *confirmed* that the key on it was deleted
+//! (a release whose reply came back); one whose fate is unknown is left to
+//! expire. Idle leases are refreshed while their TTL is in demand and
+//! revoked after [`IDLE_GRACE`] without use.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::{Error, LeaseClient};
+use futures::future::join_all;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How much longer an etcd lease lives than the grant on it: etcd lease
+/// TTLs are whole seconds, and a pool lease is up to [`FRESH`] old when
+/// attached.
+pub(crate) const MARGIN: Duration = Duration::from_secs(1);
+/// A pool lease refreshed this recently is attached without a keep-alive.
+/// Half the margin: the other half absorbs clock-rate differences and
+/// scheduling between the refresh and the claim.
+const FRESH: Duration = Duration::from_millis(500);
+/// Idle leases older than this are refreshed while their TTL is in demand.
+const REFRESH_AFTER: Duration = Duration::from_millis(250);
+/// How often the pool looks after its idle leases.
+const TEND_EVERY: Duration = Duration::from_millis(100);
+/// Idle leases of a TTL not claimed for this long are revoked.
+pub(crate) const IDLE_GRACE: Duration = Duration::from_secs(3);
+/// The most idle leases a store keeps; more are revoked.
+const MAX_IDLE: usize = 256;
+
+/// An etcd lease and when its last refresh (grant or keep-alive) was sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lease {
+    pub id: i64,
+    /// Its TTL in etcd, in seconds: the grant's TTL plus the margin.
+    pub ttl_secs: i64,
+    pub refreshed: Instant,
+}
+
+impl Lease {
+    /// Whether, attached by a request sent at `sent`, it certainly lives
+    /// past `sent + ttl_secs - MARGIN` without a keep-alive.
+    pub fn fresh_at(&self, sent: Instant) -> bool {
+        sent.saturating_duration_since(self.refreshed) < FRESH
+    }
+}
+
+/// The etcd lease TTL, in seconds, for a grant of `ttl` (whole seconds).
+pub(crate) fn lease_ttl_secs(ttl: Duration) -> i64 {
+    i64::try_from((ttl + MARGIN).as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Why a lease could not be had or refreshed.
+#[derive(Debug)]
+pub(crate) enum LeaseFailure {
+    /// etcd says the lease does not exist (expired or revoked).
+    Gone,
+    /// etcd granted another TTL than asked: its minimum lease TTL is higher.
+    TtlRefused {
+        asked: i64,
+        granted: i64,
+    },
+    /// The call failed; the lease may or may not have been refreshed.
+    Call(Error),
+    TimedOut,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle leases by TTL, most recently refreshed last.
+    idle: HashMap<i64, Vec<Lease>>,
+    /// When each TTL was last claimed with.
+    demand: HashMap<i64, Instant>,
+    /// Leases this store attached to a grant, by id: only these may come
+    /// back to the pool, after a confirmed release.
+    in_use: HashMap<i64, Lease>,
+}
+
+struct Shared {
+    client: LeaseClient,
+    call_timeout: Duration,
+    state: Mutex<State>,
+    streams: AtomicUsize,
+    granted: AtomicUsize,
+    revoked: AtomicUsize,
+}
+
+/// The etcd leases of one store.
+#[derive(Clone)]
+pub(crate) struct Leases {
+    shared: Arc<Shared>,
+}
+
+impl Leases {
+    /// A pool on `client`, tended until `stop` fires.
+    pub fn new(client: LeaseClient, call_timeout: Duration, stop: CancellationToken) -> Self {
+        let leases = Self {
+            shared: Arc::new(Shared {
+                client,
+                call_timeout,
+                state: Mutex::default(),
+                streams: AtomicUsize::new(0),
+                granted: AtomicUsize::new(0),
+                revoked: AtomicUsize::new(0),
+            }),
+        };
+        tokio::spawn(leases.clone().tend(stop));
+        leases
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update is a handful of inserts and removes: never half-done.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A lease of `ttl_secs` for a claim: an idle one, or a new grant when
+    /// there is none. It counts as in use from here on.
+    pub async fn take(&self, ttl_secs: i64) -> Result<Lease, LeaseFailure> {
+        let idle = {
+            let mut state = self.state();
+            state.demand.insert(ttl_secs, Instant::now());
+            state.idle.get_mut(&ttl_secs).and_then(Vec::pop)
+        };
+        let lease = match idle {
+            Some(lease) => lease,
+            None => self.grant(ttl_secs).await?,
+        };
+        self.state().in_use.insert(lease.id, lease);
+        Ok(lease)
+    }
+
+    async fn grant(&self, ttl_secs: i64) -> Result<Lease, LeaseFailure> {
+        let mut client = self.shared.client.clone();
+        let sent = Instant::now();
+        let granted = tokio::time::timeout(self.shared.call_timeout, client.grant(ttl_secs, None))
+            .await
+            .map_err(|_| LeaseFailure::TimedOut)?
+            .map_err(LeaseFailure::Call)?;
+        self.shared.granted.fetch_add(1, Ordering::Relaxed);
+        if granted.ttl() != ttl_secs {
+            self.retire(granted.id());
+            return Err(LeaseFailure::TtlRefused {
+                asked: ttl_secs,
+                granted: granted.ttl(),
+            });
+        }
+        Ok(Lease {
+            id: granted.id(),
+            ttl_secs,
+            refreshed: sent,
+        })
+    }
+
+    /// Sends one keep-alive for `id` and waits for etcd's answer. On
+    /// success the lease lasts its TTL from a moment after `sent`.
+    pub async fn refresh(&self, id: i64) -> Result<Instant, LeaseFailure> {
+        let sent = Instant::now();
+        let stream = StreamCount::open(&self.shared.streams);
+        let mut client = self.shared.client.clone();
+        // The keeper sends one keep-alive as it opens and waits for its
+        // reply; dropping it closes the stream.
+        let answered = tokio::time::timeout(self.shared.call_timeout, client.keep_alive(id)).await;
+        drop(stream);
+        match answered {
+            Err(_) => Err(LeaseFailure::TimedOut),
+            Ok(Ok(_)) => {
+                if let Some(lease) = self.state().in_use.get_mut(&id) {
+                    lease.refreshed = lease.refreshed.max(sent);
+                }
+                Ok(sent)
+            }
+            Ok(Err(Error::LeaseKeepAliveError(_))) => Err(LeaseFailure::Gone),
+            Ok(Err(error)) if is_lease_not_found(&error) => Err(LeaseFailure::Gone),
+            Ok(Err(error)) => Err(LeaseFailure::Call(error)),
+        }
+    }
+
+    /// A lease taken for a claim whose transaction did not attach it (the
+    /// key was held): idle again.
+    pub fn unused(&self, lease: Lease) {
+        self.state().in_use.remove(&lease.id);
+        self.idle(lease);
+    }
+
+    /// The key on lease `id` was deleted, and this store saw the reply: if
+    /// the lease is this store's, it is idle again.
+    pub fn released(&self, id: i64) {
+        let lease = self.state().in_use.remove(&id);
+        if let Some(lease) = lease {
+            self.idle(lease);
+        }
+    }
+
+    /// Lease `id` no longer carries a grant, but its fate is not this
+    /// store's to reuse (moved off, or unknown): revoke it in the
+    /// background; if that fails it expires on its own.
+    pub fn retire(&self, id: i64) {
+        self.state().in_use.remove(&id);
+        let leases = self.clone();
+        tokio::spawn(async move { leases.revoke(id).await });
+    }
+
+    fn idle(&self, lease: Lease) {
+        let mut state = self.state();
+        let idle: usize = state.idle.values().map(Vec::len).sum();
+        // An idle lease past its own expiry is gone already.
+        let alive = lease.refreshed + Duration::from_secs(lease.ttl_secs as u64) > Instant::now();
+        if alive && idle < MAX_IDLE {
+            let list = state.idle.entry(lease.ttl_secs).or_default();
+            list.push(lease);
+            list.sort_by_key(|l| l.refreshed);
+        } else if alive {
+            drop(state);
+            self.retire(lease.id);
+        }
+    }
+
+    async fn revoke(&self, id: i64) {
+        let mut client = self.shared.client.clone();
+        if let Ok(Ok(_)) = tokio::time::timeout(self.shared.call_timeout, client.revoke(id)).await {
+            self.shared.revoked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refreshes idle leases whose TTL is in demand, revokes those that
+    /// are not, and forgets in-use leases that have certainly expired;
+    /// revokes every idle lease when the store goes.
+    async fn tend(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(TEND_EVERY) => {}
+            }
+            let now = Instant::now();
+            let (stale, unwanted) = {
+                let mut state = self.state();
+                let State {
+                    idle,
+                    demand,
+                    in_use,
+                } = &mut *state;
+                in_use.retain(|_, l| l.refreshed + Duration::from_secs(l.ttl_secs as u64) > now);
+                let mut unwanted = Vec::new();
+                let mut stale = Vec::new();
+                demand.retain(|ttl, last| {
+                    let wanted = now.saturating_duration_since(*last) < IDLE_GRACE;
+                    if let Some(list) = idle.get_mut(ttl) {
+                        if wanted {
+                            let (old, young): (Vec<_>, Vec<_>) = list.drain(..).partition(|l| {
+                                now.saturating_duration_since(l.refreshed) > REFRESH_AFTER
+                            });
+                            *list = young;
+                            stale.extend(old);
+                        } else {
+                            unwanted.append(list);
+                        }
+                    }
+                    wanted
+                });
+                idle.retain(|ttl, list| !list.is_empty() && demand.contains_key(ttl));
+                (stale, unwanted)
+            };
+            for lease in unwanted {
+                self.revoke(lease.id).await;
+            }
+            let refreshed = join_all(stale.iter().map(|l| self.refresh(l.id))).await;
+            for (mut lease, outcome) in stale.into_iter().zip(refreshed) {
+                match outcome {
+                    Ok(sent) => {
+                        lease.refreshed = sent;
+                        self.idle(lease);
+                    }
+                    Err(LeaseFailure::Gone) => {}
+                    Err(_) => self.retire(lease.id),
+                }
+            }
+        }
+        let idle: Vec<Lease> = self.state().idle.drain().flat_map(|(_, l)| l).collect();
+        for lease in idle {
+            self.revoke(lease.id).await;
+        }
+    }
+
+    /// Idle leases in the pool.
+    pub fn idle_count(&self) -> usize {
+        self.state().idle.values().map(Vec::len).sum()
+    }
+
+    /// Leases attached to grants this store made and has not seen end.
+    pub fn in_use_count(&self) -> usize {
+        self.state().in_use.len()
+    }
+
+    /// Keep-alive streams open right now (each carries one keep-alive).
+    pub fn streams(&self) -> usize {
+        self.shared.streams.load(Ordering::Acquire)
+    }
+
+    /// Leases granted and revoked by this store so far.
+    pub fn granted_and_revoked(&self) -> (usize, usize) {
+        (
+            self.shared.granted.load(Ordering::Relaxed),
+            self.shared.revoked.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Whether `error` is etcd saying a lease does not exist.
+pub(crate) fn is_lease_not_found(error: &Error) -> bool {
+    matches!(error, Error::GRpcStatus(status) if status.message().contains("lease not found"))
+}
+
+/// Counts a keep-alive stream while it is open, also when its future is
+/// dropped.
+struct StreamCount<'a>(&'a AtomicUsize);
+
+impl<'a> StreamCount<'a> {
+    fn open(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for StreamCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
