@@ -31,12 +31,14 @@ mod etcd;
 mod factories;
 mod local;
 mod mode;
+mod proxy;
 mod redis;
 mod tls;
 
 pub use etcd::{EtcdCluster, EtcdOptions};
 pub use factories::{EtcdServerFactory, RedisServerFactory};
 pub use mode::{Mode, mode, servers_required};
+pub use proxy::{FaultProxy, Replies};
 pub use redis::{RedisOptions, RedisServer};
 pub use tls::TestCertificates;
 

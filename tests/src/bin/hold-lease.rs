@@ -1,0 +1,45 @@
+//! `hold-lease TARGET KEY TTL_MS`: holds one lease and keeps it alive until
+//! killed — a holder process for crash tests. TARGET is `etcd://HOST:PORT`
+//! or a `redis://` URL. Prints `held TOKEN` once it holds the lease.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lease_core::{Acquire, DynLeaseStore, Holder, LeaseKey, Leaser};
+use lease_etcd::{EtcdConfig, EtcdStore};
+use lease_redis::{RedisConfig, RedisStore};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [target, key, ttl_ms] = &args[..] else {
+        eprintln!("usage: hold-lease TARGET KEY TTL_MS");
+        return ExitCode::from(2);
+    };
+    match hold(target, key, ttl_ms).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("hold-lease: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn hold(target: &str, key: &str, ttl_ms: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let ttl = Duration::from_millis(ttl_ms.parse()?);
+    let key = LeaseKey::new(key)?;
+    let store: DynLeaseStore = if let Some(endpoints) = target.strip_prefix("etcd://") {
+        let endpoints: Vec<&str> = endpoints.split(',').collect();
+        Arc::new(EtcdStore::connect(EtcdConfig::new(endpoints)).await?)
+    } else {
+        Arc::new(RedisStore::connect(RedisConfig::new(target)).await?)
+    };
+    let leaser = Leaser::new(store, Holder::unique("hold-lease")?, ttl);
+    let Acquire::Held(lease) = leaser.acquire(&key, ttl * 10).await? else {
+        return Err(format!("{key} stayed busy").into());
+    };
+    println!("held {}", lease.fence().token);
+    lease.lost().cancelled().await;
+    Err(format!("lost {key}: {:?}", lease.lost_reason()).into())
+}
