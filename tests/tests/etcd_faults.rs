@@ -130,12 +130,7 @@ async fn retry_transient<T, F: Future<Output = Result<T, LeaseError>>>(
 ) -> Result<T, LeaseError> {
     for _ in 0..20 {
         match call().await {
-            Err(error)
-                if matches!(
-                    error,
-                    LeaseError::Backend { .. } | LeaseError::Timeout { .. }
-                ) =>
-            {
+            Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. }) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => return other,
