@@ -119,6 +119,7 @@ macro_rules! conformance_tests {
             wait_wakes_on_release,
             wait_wakes_on_expiry,
             wait_times_out_while_held,
+            cancelled_calls_leave_no_grant_behind,
             state_machine_agrees_with_the_model,
             concurrent_holders_never_overlap,
         );

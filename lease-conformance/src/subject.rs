@@ -85,6 +85,9 @@ pub struct Settings {
     /// How long the concurrent safety check contends, in TTLs
     /// (`LEASE_CONFORMANCE_SAFETY_TTLS`, default 8).
     pub safety_ttls: u32,
+    /// Seeds the random cut-off points of the cancellation check
+    /// (`LEASE_CONFORMANCE_SEED`; random when unset, and named in failures).
+    pub seed: Option<u64>,
 }
 
 impl Settings {
@@ -101,6 +104,9 @@ impl Settings {
             property_cases: var("LEASE_CONFORMANCE_CASES", 24),
             property_steps: var("LEASE_CONFORMANCE_STEPS", 24),
             safety_ttls: var("LEASE_CONFORMANCE_SAFETY_TTLS", 8),
+            seed: std::env::var("LEASE_CONFORMANCE_SEED")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         }
     }
 }

@@ -37,6 +37,9 @@ enum Flaw {
     LateDeadline,
     WaitIgnoresTimeout,
     WaitWakesOnAnyRelease,
+    /// Like a client that ends grants by a local timer it sets once the
+    /// reply is in: a call cut off in between leaves a grant that never ends.
+    CutOffGrantNeverEnds,
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +166,60 @@ impl Flawed {
         grant
     }
 
+    fn renew_now(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        let ttl = self.ttl(&fence.key, ttl)?;
+        let sent = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        let rec = if self.has(Flaw::RenewRevivesExpired) {
+            match state.leases.get(&fence.key) {
+                Some(Ok(rec)) => Some(rec.clone()),
+                _ => None,
+            }
+        } else {
+            self.live(&state, &fence.key, sent)
+        };
+        match rec {
+            Some(rec)
+                if self.is_fence(&rec, fence)
+                    || (self.has(Flaw::RenewAcceptsSuperseded)
+                        && rec.holder.id() == fence.holder.id()) =>
+            {
+                Ok(self.grant(
+                    &mut state,
+                    &fence.key,
+                    &fence.holder,
+                    ttl,
+                    sent,
+                    Some(fence.token.0),
+                ))
+            }
+            _ => {
+                let current = self
+                    .live(&state, &fence.key, sent)
+                    .map(|r| Self::record(&fence.key, &r, sent));
+                Err(LeaseError::lost(fence, current))
+            }
+        }
+    }
+
+    /// With the flaw, a grant's expiry is only set once the reply is in.
+    async fn expiry_after_reply(&self, key: &LeaseKey, claim: &Claim) {
+        let Claim::Acquired(grant) = claim else {
+            return;
+        };
+        if !self.has(Flaw::CutOffGrantNeverEnds) {
+            return;
+        }
+        let set = |expires_at| {
+            if let Some(Ok(rec)) = self.state.lock().unwrap().leases.get_mut(key) {
+                rec.expires_at = expires_at;
+            }
+        };
+        set(Instant::now() + Duration::from_secs(86_400));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        set(self.expiry(Instant::now(), grant.ttl));
+    }
+
     fn claim_in(
         &self,
         key: &LeaseKey,
@@ -206,7 +263,9 @@ impl LeaseStore for Flawed {
         ttl: Duration,
     ) -> Result<Claim, LeaseError> {
         let ttl = self.ttl(key, ttl)?;
-        Ok(self.claim_in(key, holder, ttl, None))
+        let claim = self.claim_in(key, holder, ttl, None);
+        self.expiry_after_reply(key, &claim).await;
+        Ok(claim)
     }
 
     async fn reclaim(
@@ -220,41 +279,11 @@ impl LeaseStore for Flawed {
     }
 
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
-        let ttl = self.ttl(&fence.key, ttl)?;
-        let sent = Instant::now();
-        let mut state = self.state.lock().unwrap();
-        let rec = if self.has(Flaw::RenewRevivesExpired) {
-            match state.leases.get(&fence.key) {
-                Some(Ok(rec)) => Some(rec.clone()),
-                _ => None,
-            }
-        } else {
-            self.live(&state, &fence.key, sent)
-        };
-        match rec {
-            Some(rec)
-                if self.is_fence(&rec, fence)
-                    || (self.has(Flaw::RenewAcceptsSuperseded)
-                        && rec.holder.id() == fence.holder.id()) =>
-            {
-                Ok(self.grant(
-                    &mut state,
-                    &fence.key,
-                    &fence.holder,
-                    ttl,
-                    sent,
-                    Some(fence.token.0),
-                ))
-            }
-            _ => {
-                let current = self
-                    .live(&state, &fence.key, sent)
-                    .map(|r| Self::record(&fence.key, &r, sent));
-                Err(LeaseError::lost(fence, current))
-            }
-        }
+        let renewed = self.renew_now(fence, ttl)?;
+        self.expiry_after_reply(&fence.key, &Claim::Acquired(renewed.clone()))
+            .await;
+        Ok(renewed)
     }
-
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
@@ -467,5 +496,6 @@ caught! {
     late_deadline_is_caught: LateDeadline => ["claim_acquires_a_free_key", "renew_keeps_token_and_extends", "state_machine_agrees_with_the_model"];
     wait_ignoring_its_timeout_is_caught: WaitIgnoresTimeout => ["wait_times_out_while_held"];
     wait_waking_on_any_release_is_caught: WaitWakesOnAnyRelease => ["wait_wakes_on_release"];
+    cut_off_grant_that_never_ends_is_caught: CutOffGrantNeverEnds => ["cancelled_calls_leave_no_grant_behind"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
 }

@@ -1,6 +1,7 @@
 //! The generated checks: the state-machine property test and the concurrent
 //! safety check. Both are cases like the others.
 
+mod cancellation;
 mod model;
 mod safety;
 mod state_machine;
@@ -14,6 +15,22 @@ cases! {
             .await
             .map_err(CaseError::Failed)?;
         s.note_tries(tried);
+        Ok(())
+    }
+
+    /// Calls cut off at random points (before sending, in flight, after the server applied them), and leased holds dropped mid-renewal, never leave a grant alive: another client claims the key by the last moment a cut-off call could have written + TTL + slack, never before a deadline the holder was told of, with a higher token, and the holder's fences are refused afterwards.
+    async fn cancelled_calls_leave_no_grant_behind(s) {
+        let observer = match s.hooks.second_client().await {
+            None => s.store.clone(),
+            Some(Ok(client)) => client,
+            Some(Err(e)) => return Err(CaseError::Failed(format!("the second client could not connect: {e}"))),
+        };
+        let seed = s.settings.seed.unwrap_or_else(rand::random);
+        let cut = cancellation::run(s.store.clone(), observer, s.timing(), s.settings.property_cases, seed)
+            .await
+            .map_err(CaseError::Failed)?;
+        ensure!(cut > 0, "no call was cut off (seed {seed}): the check proved nothing");
+        s.note_tries(cut);
         Ok(())
     }
 

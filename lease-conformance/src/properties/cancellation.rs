@@ -1,0 +1,313 @@
+//! Cancellation and lost replies: calls cut off at random points, after
+//! their request may have reached the server, must still leave every grant
+//! bounded by the server.
+//!
+//! Each round works on a key of its own. A holder runs a few calls — claims,
+//! renewals, takeovers, a leaser holding the lease for a while — each under
+//! a caller's timeout drawn at random around the store's own latency, so
+//! that some are cut before sending, some in flight, some after the server
+//! applied them. Then it stops, as a holder that lost its replies or was
+//! dropped would. Another client must be able to claim the key by
+//! `last moment any of those calls could have written + largest TTL +
+//! slack`, never before a deadline the holder was told of, with a higher
+//! token; and every fence the holder saw must then be refused.
+
+use std::time::Duration;
+
+use lease_core::{
+    Acquire, Capabilities, Claim, DynLeaseStore, Fence, FencingToken, Grant, Holder, LeaseError,
+    LeaseKey, Leaser,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::time::Instant;
+
+use crate::Timing;
+
+/// What one round's holder did, as far as it knows.
+#[derive(Default)]
+struct Trace {
+    /// The last moment a call of the holder could have been applied.
+    last_write: Option<Instant>,
+    /// The holder's deadline as it must assume it: the last one it was
+    /// told of, shortened by any cut-off call that may have shortened it.
+    deadline: Option<Instant>,
+    /// The largest TTL any call asked for, as the backend grants it.
+    ttl: Duration,
+    /// Fences the holder was handed.
+    fences: Vec<Fence>,
+    /// What happened, for the failure message.
+    log: Vec<String>,
+}
+
+impl Trace {
+    fn granted(&mut self, grant: &Grant) {
+        // A renewal or re-claim with a shorter TTL shortens the grant.
+        self.deadline = Some(grant.deadline);
+        if !self.fences.contains(&grant.fence) {
+            self.fences.push(grant.fence.clone());
+        }
+    }
+
+    fn highest_token(&self) -> Option<FencingToken> {
+        self.fences.iter().map(|f| f.token).max()
+    }
+}
+
+/// Runs `rounds` rounds at once, seeded from `seed`; `observer` is another
+/// client of the same backend (or the store itself). Returns the number of
+/// calls cut off.
+pub(crate) async fn run(
+    store: DynLeaseStore,
+    observer: DynLeaseStore,
+    timing: Timing,
+    rounds: u32,
+    seed: u64,
+) -> Result<u32, String> {
+    let caps = store.capabilities();
+    let run_id = rand::random::<u32>();
+    let latency = calibrate(&*store, &timing, run_id).await?;
+    let rounds = (0..rounds).map(|i| {
+        let round = Round {
+            store: store.clone(),
+            observer: observer.clone(),
+            timing: timing.clone(),
+            caps: caps.clone(),
+            latency,
+            key: LeaseKey::new(format!("cancel/{run_id}/{i}")).expect("valid"),
+            holder: Holder::new(format!("cut-{i}"), "1").expect("valid"),
+            rng: StdRng::seed_from_u64(seed.wrapping_add(u64::from(i))),
+        };
+        async move {
+            round
+                .run()
+                .await
+                .map_err(|why| format!("round {i} (seed {seed}): {why}"))
+        }
+    });
+    let mut cut = 0;
+    for outcome in futures::future::join_all(rounds).await {
+        cut += outcome?;
+    }
+    Ok(cut)
+}
+
+/// A claim's round trip on this store: cut-off points are drawn around it.
+async fn calibrate(
+    store: &dyn lease_core::LeaseStore,
+    timing: &Timing,
+    run_id: u32,
+) -> Result<Duration, String> {
+    let key = LeaseKey::new(format!("cancel/{run_id}/calibrate")).expect("valid");
+    let holder = Holder::new("calibrate", "1").expect("valid");
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let sent = Instant::now();
+        let claim = store
+            .claim(&key, &holder, timing.ttl)
+            .await
+            .map_err(|e| e.to_string())?;
+        samples.push(sent.elapsed());
+        if let Claim::Acquired(grant) = claim {
+            store
+                .release(&grant.fence)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2].max(Duration::from_micros(200)))
+}
+
+struct Round {
+    store: DynLeaseStore,
+    observer: DynLeaseStore,
+    timing: Timing,
+    caps: Capabilities,
+    latency: Duration,
+    key: LeaseKey,
+    holder: Holder,
+    rng: StdRng,
+}
+
+impl Round {
+    async fn run(mut self) -> Result<u32, String> {
+        let mut trace = Trace::default();
+        let mut cut = 0;
+        let calls = self.rng.random_range(1..=4);
+        for _ in 0..calls {
+            cut += u32::from(self.call(&mut trace).await);
+        }
+        self.check(trace).await.map(|()| cut)
+    }
+
+    fn ttl(&mut self, trace: &mut Trace) -> Duration {
+        let step = self.caps.ttl_granularity.max(Duration::from_millis(1));
+        let ttl = match self.rng.random_range(0..3) {
+            0 => self.timing.ttl,
+            1 => self.timing.ttl + step,
+            _ => self.timing.ttl * 2,
+        };
+        let granted = self
+            .caps
+            .grant_ttl(&self.key, ttl)
+            .expect("the suite's TTLs are valid");
+        trace.ttl = trace.ttl.max(granted);
+        ttl
+    }
+
+    /// One call, cut off at a random point. Returns whether it was cut.
+    async fn call(&mut self, trace: &mut Trace) -> bool {
+        let cut_after = self.latency.mul_f64(self.rng.random_range(0.0..3.0));
+        let ttl = self.ttl(trace);
+        let fence = trace.fences.last().cloned();
+        let choice = self.rng.random_range(0..4);
+        let store = self.store.clone();
+        let started = Instant::now();
+        let (what, outcome): (_, Option<Result<Option<Grant>, LeaseError>>) = match (choice, fence)
+        {
+            (1, Some(fence)) => (
+                "renew",
+                tokio::time::timeout(cut_after, store.renew(&fence, ttl))
+                    .await
+                    .ok()
+                    .map(|r| r.map(Some)),
+            ),
+            (2, Some(fence)) => (
+                "reclaim",
+                tokio::time::timeout(cut_after, store.reclaim(&fence, &self.holder, ttl))
+                    .await
+                    .ok()
+                    .map(|r| r.map(Claim::acquired)),
+            ),
+            (3, _) => {
+                // A leaser holding the lease, dropped at a random moment:
+                // its renewals may be in flight.
+                let hold_for = self.timing.ttl.mul_f64(self.rng.random_range(0.0..1.5));
+                let leaser = Leaser::new(store, self.holder.clone(), ttl);
+                let acquired = tokio::time::timeout(cut_after, leaser.try_acquire(&self.key)).await;
+                match acquired {
+                    Ok(Ok(Acquire::Held(lease))) => {
+                        tokio::time::sleep(hold_for).await;
+                        trace.deadline = Some(lease.deadline());
+                        if !trace.fences.contains(lease.fence()) {
+                            trace.fences.push(lease.fence().clone());
+                        }
+                        drop(lease);
+                        ("leaser held, then dropped", Some(Ok(None)))
+                    }
+                    Ok(Ok(Acquire::Busy(_))) => ("leaser", Some(Ok(None))),
+                    Ok(Err(error)) => ("leaser", Some(Err(error))),
+                    Err(_) => ("leaser", None),
+                }
+            }
+            _ => (
+                "claim",
+                tokio::time::timeout(cut_after, store.claim(&self.key, &self.holder, ttl))
+                    .await
+                    .ok()
+                    .map(|r| r.map(Claim::acquired)),
+            ),
+        };
+        let ended = Instant::now();
+        trace.last_write = Some(ended);
+        // A dropped hold cancels whatever renewal it had under way.
+        let was_cut = outcome.is_none() || what == "leaser held, then dropped";
+        match outcome {
+            Some(Ok(Some(grant))) => trace.granted(&grant),
+            Some(Ok(None)) | Some(Err(_)) => {}
+            // It may have been applied, with a TTL counted from no earlier
+            // than its start.
+            None => {
+                let granted = self.caps.grant_ttl(&self.key, ttl).unwrap_or(ttl);
+                trace.deadline = trace.deadline.map(|d| d.min(started + granted));
+            }
+        }
+        trace.log.push(format!(
+            "{what} with TTL {ttl:?} at +{:?}: {}",
+            started.elapsed().saturating_sub(ended.elapsed()),
+            if was_cut {
+                format!("cut off after {cut_after:?}")
+            } else {
+                "answered".into()
+            }
+        ));
+        was_cut
+    }
+
+    /// Another client gets the key in time, never too early, with a higher
+    /// token; the holder's fences are refused afterwards.
+    async fn check(self, trace: Trace) -> Result<(), String> {
+        let Some(last_write) = trace.last_write else {
+            return Ok(());
+        };
+        // A request cut off in flight may still travel to the server.
+        let transit = self.latency * 2 + Duration::from_millis(50);
+        let bound = last_write + trace.ttl + self.timing.slack + transit;
+        let other = Holder::new(format!("next-{}", self.holder.id()), "1").expect("valid");
+        let poll = (self.timing.ttl / 20).max(Duration::from_millis(5));
+        let next = loop {
+            let sent = Instant::now();
+            let claim = self
+                .observer
+                .claim(&self.key, &other, self.timing.ttl)
+                .await
+                .map_err(|e| format!("the other client's claim failed: {e}"))?;
+            if let Claim::Acquired(grant) = claim {
+                if let Some(deadline) = trace.deadline
+                    && sent < deadline
+                {
+                    return Err(format!(
+                        "{} was granted to another holder {:?} before the deadline its holder was told of; calls: {:?}",
+                        self.key,
+                        deadline - sent,
+                        trace.log
+                    ));
+                }
+                break grant;
+            }
+            if Instant::now() > bound {
+                return Err(format!(
+                    "{} is still held {:?} after the last write its holder could have made, past TTL {:?} + slack {:?}: {claim:?}; calls: {:?}",
+                    self.key,
+                    last_write.elapsed(),
+                    trace.ttl,
+                    self.timing.slack,
+                    trace.log
+                ));
+            }
+            tokio::time::sleep(poll).await;
+        };
+        if let Some(highest) = trace.highest_token()
+            && next.token() <= highest
+        {
+            return Err(format!(
+                "the next grant's token {} is not above {highest}, handed to the cut-off holder",
+                next.token()
+            ));
+        }
+        let target = LeaseKey::new(format!("{}/guarded", self.key)).expect("valid");
+        for fence in &trace.fences {
+            match self.store.renew(fence, self.timing.ttl).await {
+                Err(LeaseError::Lost { .. }) => {}
+                other => {
+                    return Err(format!(
+                        "renewing {fence} after another holder took over gave {other:?}"
+                    ));
+                }
+            }
+            match self.store.guarded_write(fence, &target, b"late").await {
+                Err(LeaseError::Lost { .. }) => {}
+                other => {
+                    return Err(format!(
+                        "a guarded write with {fence} after another holder took over gave {other:?}"
+                    ));
+                }
+            }
+        }
+        self.observer
+            .release(&next.fence)
+            .await
+            .map_err(|e| format!("releasing the next grant failed: {e}"))?;
+        Ok(())
+    }
+}
