@@ -4,8 +4,8 @@
 //! calls it forwards — the kind of wrapper a team adds around its store and
 //! must not break. The factory gives every case a fresh store, offers the
 //! corrupt-record hook through the inner store, and the macro stamps one
-//! `#[test]` per case: `cargo test -p lease-conformance --example custom_backend`.
-//! `cargo run -p lease-conformance --example custom_backend` prints the report.
+//! test per case: `cargo test -p lease-conformance --example custom_backend`
+//! (or `cargo run`, which takes the same arguments: `-- --list`, a filter).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,12 +122,6 @@ impl Factory for MeteredFactory {
     }
 }
 
-lease_conformance::conformance_tests!(MeteredFactory);
-
-/// Without the test harness: run every case and print the report table.
-#[tokio::main]
-async fn main() {
-    let cases = lease_conformance::all_cases();
-    let reports = lease_conformance::run_cases(Arc::new(MeteredFactory), cases, 8, |_| {}).await;
-    print!("{}", lease_conformance::report::table(&reports));
-}
+// One test per case, with libtest's arguments: `cargo test --example
+// custom_backend` runs them, and so does `cargo run --example custom_backend`.
+lease_conformance::conformance_main!(MeteredFactory);

@@ -31,16 +31,20 @@
 //! # Running it
 //!
 //! Implement [`Factory`] (a fresh namespace per case; optional [`Hooks`]),
-//! then stamp one `#[test]` per case:
+//! then give it a test target with `harness = false` whose `main` runs one
+//! test per case ([`conformance_main!`], built on [`test_main`]):
 //!
 //! ```no_run
 //! // tests/conformance.rs of your backend crate
-//! lease_conformance::conformance_tests!(lease_conformance::MemoryFactory);
+//! lease_conformance::conformance_main!(lease_conformance::MemoryFactory);
 //! ```
 //!
-//! Cases that need a hook the factory lacks end *not run* — never passed —
-//! and fail their test unless the factory lists them in
-//! [`Factory::expected_not_run`]. The `lease-conformance` binary runs the
+//! The tests come from the suite's own case lists, so a new case needs no
+//! change on your side. Cases that need a hook the factory lacks end *not
+//! run* — never passed — and fail their test unless the factory lists them
+//! in [`Factory::expected_not_run`], which makes them ignored. A factory
+//! whose backend is not there ([`Unavailable`]) makes every case ignored,
+//! with the reason on stderr. The `lease-conformance` binary runs the
 //! same cases against the in-memory store, Redis or etcd and writes a table,
 //! JUnit XML and JSON.
 //!
@@ -60,81 +64,29 @@ pub mod targets;
 pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};
 pub use runner::{
-    CASE_LIMIT, CaseReport, Outcome, all_cases, assert_all_stamped, find_case, run_case, run_cases,
-    run_test,
+    CASE_LIMIT, CaseReport, Outcome, all_cases, find_case, run_case, run_cases, test_main, trials,
 };
 pub use subject::{Factory, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable};
 
-/// Stamps one `#[test]` per conformance case for a factory expression,
-/// plus a test that the list is complete. Each failure is reported on its
-/// own, with the rule it broke.
+/// The `main` of a conformance test target (`harness = false`): one test
+/// per case of the suite, for a factory expression. Each failure is
+/// reported on its own, with the rule it broke.
+///
+/// ```toml
+/// [[test]]
+/// name = "conformance"
+/// harness = false
+/// ```
 ///
 /// ```no_run
-/// lease_conformance::conformance_tests!(lease_conformance::MemoryFactory);
+/// // tests/conformance.rs
+/// lease_conformance::conformance_main!(lease_conformance::MemoryFactory);
 /// ```
 #[macro_export]
-macro_rules! conformance_tests {
+macro_rules! conformance_main {
     ($factory:expr) => {
-        $crate::conformance_tests!(@stamp ($factory)
-            claim_acquires_a_free_key,
-            claim_is_busy_while_another_holds,
-            claim_by_other_incarnation_is_busy,
-            claim_by_current_holder_keeps_token,
-            claim_after_release_gets_higher_token,
-            claim_after_expiry_gets_higher_token,
-            claim_repairs_a_corrupt_record,
-            tokens_increase_across_server_restart,
-            guarded_write_applies_with_the_live_fence,
-            guarded_write_refused_without_the_live_fence,
-            invalid_ttls_are_refused,
-            ttl_rounding_is_reported,
-            check_follows_the_live_grant,
-            round_has_exactly_one_winner,
-            leaser_keeps_alive_and_signals_loss,
-            expiry_is_seen_by_other_clients,
-            release_is_seen_by_other_clients,
-            renewal_is_seen_by_other_clients,
-            inspect_of_a_free_key_is_none,
-            inspect_shows_holder_token_and_time_left,
-            inspect_reports_a_corrupt_record,
-            keys_are_stored_exactly,
-            marker_put_is_if_absent_or_equal,
-            marker_delete_only_with_the_equal_value,
-            markers_do_not_expire_or_collide_with_leases,
-            marker_values_are_kept_exactly,
-            reclaim_takes_over_the_observed_grant,
-            reclaim_loses_to_a_newer_grant,
-            reclaim_retry_by_the_winner_keeps_token,
-            reclaim_of_a_free_key_acquires,
-            release_frees_the_key,
-            release_is_idempotent,
-            release_never_clears_a_newer_grant,
-            release_of_an_expired_grant_releases_nothing,
-            renew_keeps_token_and_extends,
-            renew_never_revives_an_expired_grant,
-            renew_refuses_a_released_grant,
-            renew_refuses_a_superseded_grant,
-            renew_refuses_unknown_fences,
-            wait_on_a_free_key_returns_at_once,
-            wait_wakes_on_release,
-            wait_wakes_on_expiry,
-            wait_times_out_while_held,
-            cancelled_calls_leave_no_grant_behind,
-            state_machine_agrees_with_the_model,
-            concurrent_holders_never_overlap,
-        );
-    };
-    (@stamp ($factory:expr) $($case:ident,)*) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::run_test(stringify!($case), $factory);
-            }
-        )*
-
-        #[test]
-        fn conformance_tests_cover_every_case() {
-            $crate::assert_all_stamped(&[$(stringify!($case)),*]);
+        fn main() -> ::std::process::ExitCode {
+            $crate::test_main($factory)
         }
     };
 }

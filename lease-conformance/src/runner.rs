@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::{Case, CaseError, Factory, Subject};
+use crate::{Case, CaseError, Factory, Subject, Unavailable};
 
 /// How long one case may take before it counts as failed.
 pub const CASE_LIMIT: Duration = Duration::from_secs(600);
@@ -66,10 +66,13 @@ pub fn find_case(name: &str) -> Option<Case> {
 pub async fn run_case(factory: &dyn Factory, case: &Case) -> CaseReport {
     let started = Instant::now();
     let (outcome, tries) = match factory.open().await {
-        Err(error) => (
-            Outcome::Failed(format!("the factory could not open a store: {error}")),
-            None,
-        ),
+        Err(error) => match error.downcast_ref::<Unavailable>() {
+            Some(unavailable) => (Outcome::Unavailable(unavailable.to_string()), None),
+            None => (
+                Outcome::Failed(format!("the factory could not open a store: {error}")),
+                None,
+            ),
+        },
         Ok(subject) => {
             let subject = Arc::new(subject);
             let run = tokio::spawn((case.run)(subject.clone()));
@@ -116,41 +119,82 @@ pub async fn run_cases(
     reports.into_iter().map(|(_, report)| report).collect()
 }
 
-/// Runs the case `name` for a stamped `#[test]`, on a runtime of its own.
-/// Panics (failing the test) unless it passes, or ends not run and the
-/// factory declared it in [`Factory::expected_not_run`].
-pub fn run_test(name: &str, factory: impl Factory + 'static) {
-    let case = find_case(name).unwrap_or_else(|| panic!("no conformance case named {name}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let report = runtime.block_on(run_case(&factory, &case));
-    match report.outcome {
-        Outcome::Passed => {}
-        Outcome::Failed(why) => panic!("{name} failed.\nrule: {}\n{why}", report.rule),
-        Outcome::Unavailable(why) => {
-            eprintln!("\n!!! NOT RUN: {name}: {why}\n");
+/// The test harness for a backend's conformance tests: one test per case,
+/// built from the suite's own case lists, with libtest's arguments and
+/// output (`cargo test -- NAME` filters, `--list` lists). Call it from a
+/// test target with `harness = false`, usually through
+/// [`conformance_main!`](crate::conformance_main).
+///
+/// Before anything runs, the factory is opened once: a backend that is not
+/// there ([`Unavailable`](crate::Unavailable)) makes every case *ignored*,
+/// said loudly — never passed. Cases the factory declares in
+/// [`Factory::expected_not_run`] are ignored too. A case that ends not run
+/// without being declared fails.
+pub fn test_main(factory: impl Factory + 'static) -> std::process::ExitCode {
+    let mut arguments = libtest_mimic::Arguments::from_args();
+    if arguments.test_threads.is_none() {
+        arguments.test_threads = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok());
+    }
+    let listing = arguments.list;
+    libtest_mimic::run(&arguments, trials(factory, listing)).exit_code()
+}
+
+/// The tests [`test_main`] runs: one per case, ignored where the backend is
+/// unavailable or the factory declares the case not run. `listing` skips
+/// the probe (nothing will run).
+#[doc(hidden)]
+pub fn trials(factory: impl Factory + 'static, listing: bool) -> Vec<libtest_mimic::Trial> {
+    let factory: Arc<dyn Factory> = Arc::new(factory);
+    let unavailable = if listing {
+        None
+    } else {
+        runtime().block_on(probe(&*factory))
+    };
+    if let Some(why) = &unavailable {
+        eprintln!("\n!!! NOT RUN: every conformance case: {why}\n");
+    }
+    let declared = factory.expected_not_run().to_vec();
+    all_cases()
+        .into_iter()
+        .map(|case| {
+            let ignored = unavailable.is_some() || declared.contains(&case.name);
+            let factory = factory.clone();
+            libtest_mimic::Trial::test(case.name, move || {
+                let report = runtime().block_on(run_case(&*factory, &case));
+                match report.outcome {
+                    Outcome::Passed => Ok(()),
+                    Outcome::Failed(why) => Err(format!("rule: {}\n{why}", report.rule).into()),
+                    Outcome::NotRun(why) => Err(format!(
+                        "not run: {why}.\nOffer the hook, or list the case in Factory::expected_not_run."
+                    )
+                    .into()),
+                    Outcome::Unavailable(why) => Err(format!("the backend went away: {why}").into()),
+                }
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect()
+}
+
+/// Why the factory's backend is not there, if it says so.
+async fn probe(factory: &dyn Factory) -> Option<String> {
+    match factory.open().await {
+        Ok(subject) => {
+            subject.hooks.finish().await;
+            None
         }
-        Outcome::NotRun(why) if factory.expected_not_run().contains(&name) => {
-            eprintln!("NOT RUN (declared by the factory): {name}: {why}");
-        }
-        Outcome::NotRun(why) => panic!(
-            "{name} was not run: {why}.\nOffer the hook, or list the case in Factory::expected_not_run."
-        ),
+        Err(error) => error.downcast_ref::<Unavailable>().map(ToString::to_string),
     }
 }
 
-/// Fails unless `stamped` names every case of the suite exactly once.
-pub fn assert_all_stamped(stamped: &[&str]) {
-    let all: Vec<&str> = all_cases().iter().map(|c| c.name).collect();
-    let missing: Vec<_> = all.iter().filter(|n| !stamped.contains(n)).collect();
-    let unknown: Vec<_> = stamped.iter().filter(|n| !all.contains(n)).collect();
-    assert!(
-        missing.is_empty() && unknown.is_empty() && stamped.len() == all.len(),
-        "conformance_tests! is out of date: missing {missing:?}, unknown {unknown:?}"
-    );
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 /// A subject is `Send + Sync`: cases share it across tasks.

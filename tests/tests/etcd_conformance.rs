@@ -1,3 +1,3 @@
 //! The whole conformance suite against real etcd clusters, one per case.
 
-lease_conformance::conformance_tests!(lease_tests::EtcdServerFactory);
+lease_conformance::conformance_main!(lease_tests::EtcdServerFactory);
