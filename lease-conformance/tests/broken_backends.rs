@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use lease_conformance::{Factory, Hooks, Outcome, Subject, all_cases, run_cases};
 use lease_core::{
     BoxError, Capabilities, Claim, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore,
+    LeaseRecord, LeaseStore, Op,
 };
 use tokio::time::Instant;
 
@@ -40,13 +40,44 @@ enum Flaw {
     /// Like a client that ends grants by a local timer it sets once the
     /// reply is in: a call cut off in between leaves a grant that never ends.
     CutOffGrantNeverEnds,
+    RenewAcceptsInvalidTtl,
+    ReclaimAcceptsInvalidTtl,
+    MaxTtlRefused,
+    RenewKeepsFirstTtl,
+    RenewNeverShortens,
+    TimeLeftFrozen,
+    /// Holder compared as `id:incarnation`.
+    HolderJoinedWithColon,
+    /// Holder compared as `id` followed by `incarnation`.
+    HolderConcatenated,
+    KeysCaseFolded,
+    KeysPercentDecoded,
+    CheckIgnoresToken,
+    ReleaseIgnoresToken,
+    EmptyGuardedReadsAsNone,
+    /// Guarded values kept as (lossy) UTF-8 text.
+    GuardedValuesMangled,
+    MaxValueRefused,
+    ReclaimNotAtomic,
+    ReleaseNotAtomic,
+    RenewNotAtomic,
+    MarkerPutNotAtomic,
+    GuardedWriteNotAtomic,
+    /// Markers kept with a TTL of a few seconds.
+    MarkersExpire,
+    WaitWakesOnRenewal,
+    WaitIgnoresCorrupt,
 }
+
+/// How long a check-then-write flaw waits between the two.
+const GAP: Duration = Duration::from_millis(2);
 
 #[derive(Clone, Debug)]
 struct Rec {
     holder: Holder,
     token: u64,
     expires_at: Instant,
+    ttl: Duration,
 }
 
 #[derive(Default, Debug)]
@@ -54,10 +85,12 @@ struct State {
     leases: HashMap<LeaseKey, Result<Rec, String>>,
     /// The last record each key had, for the token-reuse flaw.
     last: HashMap<LeaseKey, Rec>,
-    markers: HashMap<LeaseKey, String>,
+    markers: HashMap<LeaseKey, (String, Instant)>,
     guarded: HashMap<LeaseKey, Vec<u8>>,
     counter: u64,
     releases: u64,
+    /// Writes per key, for the flawed wait that wakes on any.
+    writes: HashMap<LeaseKey, u64>,
 }
 
 /// A small store of its own, correct unless told otherwise.
@@ -75,9 +108,53 @@ impl Flawed {
     fn same_holder(&self, a: &Holder, b: &Holder) -> bool {
         if self.has(Flaw::IncarnationIgnored) {
             a.id() == b.id()
+        } else if self.has(Flaw::HolderJoinedWithColon) {
+            format!("{}:{}", a.id(), a.incarnation()) == format!("{}:{}", b.id(), b.incarnation())
+        } else if self.has(Flaw::HolderConcatenated) {
+            format!("{}{}", a.id(), a.incarnation()) == format!("{}{}", b.id(), b.incarnation())
         } else {
             a == b
         }
+    }
+
+    /// The key as this store files it.
+    fn filed(&self, key: &LeaseKey) -> LeaseKey {
+        if self.has(Flaw::KeysCaseFolded) {
+            LeaseKey::new(key.as_str().to_lowercase()).expect("still valid")
+        } else if self.has(Flaw::KeysPercentDecoded) {
+            LeaseKey::new(key.as_str().replace("%2F", "/")).expect("still valid")
+        } else {
+            key.clone()
+        }
+    }
+
+    fn check_value(&self, key: &LeaseKey, len: usize) -> Result<(), LeaseError> {
+        if self.has(Flaw::MaxValueRefused) && len >= self.capabilities().max_value_len {
+            return Err(LeaseError::InvalidValue {
+                key: key.clone(),
+                rule: "too long".into(),
+            });
+        }
+        self.capabilities().check_value(key, len)
+    }
+
+    fn ttl_for(&self, op: Op, key: &LeaseKey, ttl: Duration) -> Result<Duration, LeaseError> {
+        let unchecked = match op {
+            Op::Renew => self.has(Flaw::RenewAcceptsInvalidTtl),
+            Op::Reclaim => self.has(Flaw::ReclaimAcceptsInvalidTtl),
+            _ => false,
+        };
+        if unchecked {
+            return Ok(ttl.clamp(Duration::from_millis(1), self.capabilities().max_ttl));
+        }
+        if self.has(Flaw::MaxTtlRefused) && ttl >= self.capabilities().max_ttl {
+            return Err(LeaseError::InvalidTtl {
+                key: key.clone(),
+                ttl,
+                rule: "too long".into(),
+            });
+        }
+        self.ttl(key, ttl)
     }
 
     fn ttl(&self, key: &LeaseKey, ttl: Duration) -> Result<Duration, LeaseError> {
@@ -104,18 +181,22 @@ impl Flawed {
     }
 
     fn live(&self, state: &State, key: &LeaseKey, now: Instant) -> Option<Rec> {
-        match state.leases.get(key) {
+        match state.leases.get(&self.filed(key)) {
             Some(Ok(rec)) if rec.expires_at > now => Some(rec.clone()),
             _ => None,
         }
     }
 
-    fn record(key: &LeaseKey, rec: &Rec, now: Instant) -> LeaseRecord {
+    fn record(&self, key: &LeaseKey, rec: &Rec, now: Instant) -> LeaseRecord {
         LeaseRecord {
             key: key.clone(),
             holder: rec.holder.clone(),
             token: FencingToken(rec.token),
-            remaining: rec.expires_at.saturating_duration_since(now),
+            remaining: if self.has(Flaw::TimeLeftFrozen) {
+                rec.ttl
+            } else {
+                rec.expires_at.saturating_duration_since(now)
+            },
         }
     }
 
@@ -137,8 +218,8 @@ impl Flawed {
         let fresh = token.is_none();
         let token = token.unwrap_or_else(|| {
             let reuse = self.has(Flaw::TokenReusedAfterExpiry)
-                && matches!(state.leases.get(key), Some(Ok(rec)) if rec.expires_at <= now);
-            match state.last.get(key) {
+                && matches!(state.leases.get(&self.filed(key)), Some(Ok(rec)) if rec.expires_at <= now);
+            match state.last.get(&self.filed(key)) {
                 Some(last) if reuse => last.token,
                 _ => {
                     state.counter += 1;
@@ -150,9 +231,11 @@ impl Flawed {
             holder: holder.clone(),
             token,
             expires_at: self.expiry(now, ttl),
+            ttl,
         };
-        state.leases.insert(key.clone(), Ok(rec.clone()));
-        state.last.insert(key.clone(), rec);
+        *state.writes.entry(self.filed(key)).or_default() += 1;
+        state.leases.insert(self.filed(key), Ok(rec.clone()));
+        state.last.insert(self.filed(key), rec);
         let fence = Fence {
             key: key.clone(),
             holder: holder.clone(),
@@ -167,11 +250,11 @@ impl Flawed {
     }
 
     fn renew_now(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
-        let ttl = self.ttl(&fence.key, ttl)?;
+        let ttl = self.ttl_for(Op::Renew, &fence.key, ttl)?;
         let sent = Instant::now();
         let mut state = self.state.lock().unwrap();
         let rec = if self.has(Flaw::RenewRevivesExpired) {
-            match state.leases.get(&fence.key) {
+            match state.leases.get(&self.filed(&fence.key)) {
                 Some(Ok(rec)) => Some(rec.clone()),
                 _ => None,
             }
@@ -184,19 +267,31 @@ impl Flawed {
                     || (self.has(Flaw::RenewAcceptsSuperseded)
                         && rec.holder.id() == fence.holder.id()) =>
             {
-                Ok(self.grant(
+                let lasts = if self.has(Flaw::RenewKeepsFirstTtl) {
+                    rec.ttl
+                } else {
+                    ttl
+                };
+                let grant = self.grant(
                     &mut state,
                     &fence.key,
                     &fence.holder,
-                    ttl,
+                    lasts,
                     sent,
                     Some(fence.token.0),
-                ))
+                );
+                if self.has(Flaw::RenewNeverShortens)
+                    && let Some(Ok(now)) = state.leases.get_mut(&self.filed(&fence.key))
+                {
+                    now.expires_at = now.expires_at.max(rec.expires_at);
+                }
+                // It reports the TTL asked for, whatever it did.
+                Ok(Grant { ttl, ..grant })
             }
             _ => {
                 let current = self
                     .live(&state, &fence.key, sent)
-                    .map(|r| Self::record(&fence.key, &r, sent));
+                    .map(|r| self.record(&fence.key, &r, sent));
                 Err(LeaseError::lost(fence, current))
             }
         }
@@ -245,7 +340,7 @@ impl Flawed {
                 grant.fresh = true;
                 Claim::Acquired(grant)
             }
-            Some(rec) => Claim::Busy(Self::record(key, &rec, sent)),
+            Some(rec) => Claim::Busy(self.record(key, &rec, sent)),
         }
     }
 }
@@ -274,11 +369,39 @@ impl LeaseStore for Flawed {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Claim, LeaseError> {
-        let ttl = self.ttl(&observed.key, ttl)?;
+        let ttl = self.ttl_for(Op::Reclaim, &observed.key, ttl)?;
+        if self.has(Flaw::ReclaimNotAtomic) {
+            // Compare, then write after a gap, whatever happened in it.
+            let current = self.live(&self.state.lock().unwrap(), &observed.key, Instant::now());
+            if current.as_ref().is_some_and(|r| self.is_fence(r, observed)) {
+                tokio::time::sleep(GAP).await;
+                let mut state = self.state.lock().unwrap();
+                let mut grant =
+                    self.grant(&mut state, &observed.key, holder, ttl, Instant::now(), None);
+                grant.fresh = true;
+                return Ok(Claim::Acquired(grant));
+            }
+        }
         Ok(self.claim_in(&observed.key, holder, ttl, Some(observed)))
     }
 
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        if self.has(Flaw::RenewNotAtomic) {
+            let current = self.live(&self.state.lock().unwrap(), &fence.key, Instant::now());
+            if current.as_ref().is_some_and(|r| self.is_fence(r, fence)) {
+                tokio::time::sleep(GAP).await;
+                let mut state = self.state.lock().unwrap();
+                let ttl = self.ttl(&fence.key, ttl)?;
+                return Ok(self.grant(
+                    &mut state,
+                    &fence.key,
+                    &fence.holder,
+                    ttl,
+                    Instant::now(),
+                    Some(fence.token.0),
+                ));
+            }
+        }
         let renewed = self.renew_now(fence, ttl)?;
         self.expiry_after_reply(&fence.key, &Claim::Acquired(renewed.clone()))
             .await;
@@ -286,15 +409,31 @@ impl LeaseStore for Flawed {
     }
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let now = Instant::now();
+        if self.has(Flaw::ReleaseNotAtomic) {
+            let current = self.live(&self.state.lock().unwrap(), &fence.key, now);
+            if current.as_ref().is_some_and(|r| self.is_fence(r, fence)) {
+                tokio::time::sleep(GAP).await;
+                self.state
+                    .lock()
+                    .unwrap()
+                    .leases
+                    .remove(&self.filed(&fence.key));
+                return Ok(true);
+            }
+        }
         let mut state = self.state.lock().unwrap();
         match self.live(&state, &fence.key, now) {
-            Some(rec) if self.is_fence(&rec, fence) => {
-                state.leases.remove(&fence.key);
+            Some(rec)
+                if self.is_fence(&rec, fence)
+                    || (self.has(Flaw::ReleaseIgnoresToken)
+                        && self.same_holder(&rec.holder, &fence.holder)) =>
+            {
+                state.leases.remove(&self.filed(&fence.key));
                 state.releases += 1;
                 Ok(true)
             }
             Some(_) if self.has(Flaw::ReleaseClearsNewerGrant) => {
-                state.leases.remove(&fence.key);
+                state.leases.remove(&self.filed(&fence.key));
                 Ok(false)
             }
             _ => Ok(false),
@@ -304,7 +443,7 @@ impl LeaseStore for Flawed {
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
         let now = Instant::now();
         let state = self.state.lock().unwrap();
-        if let Some(Err(content)) = state.leases.get(key) {
+        if let Some(Err(content)) = state.leases.get(&self.filed(key)) {
             if self.has(Flaw::CorruptReadsAsFree) {
                 return Ok(None);
             }
@@ -315,45 +454,58 @@ impl LeaseStore for Flawed {
         }
         Ok(self
             .live(&state, key, now)
-            .map(|rec| Self::record(key, &rec, now)))
+            .map(|rec| self.record(key, &rec, now)))
     }
 
     async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
-        self.capabilities().check_value(key, value.len())?;
-        let mut state = self.state.lock().unwrap();
-        match state.markers.get(key) {
+        self.check_value(key, value.len())?;
+        if self.has(Flaw::MarkerPutNotAtomic) {
+            let absent = self.marker(key).is_none();
+            if absent {
+                tokio::time::sleep(GAP).await;
+                let mut state = self.state.lock().unwrap();
+                state
+                    .markers
+                    .insert(key.clone(), (value.to_owned(), Instant::now()));
+                return Ok(());
+            }
+        }
+        let existing = self.marker(key);
+        match existing {
             Some(existing) if existing != value && !self.has(Flaw::MarkerPutOverwrites) => {
                 Err(LeaseError::Conflict {
                     key: key.clone(),
-                    existing: existing.clone(),
+                    existing,
                 })
             }
             _ => {
-                state.markers.insert(key.clone(), value.to_owned());
+                let mut state = self.state.lock().unwrap();
+                state
+                    .markers
+                    .insert(key.clone(), (value.to_owned(), Instant::now()));
                 Ok(())
             }
         }
     }
 
     async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError> {
-        let mut state = self.state.lock().unwrap();
-        match state.markers.get(key) {
+        match self.marker(key) {
             None => Ok(false),
             Some(existing) if existing != value && !self.has(Flaw::MarkerDeleteIgnoresValue) => {
                 Err(LeaseError::Conflict {
                     key: key.clone(),
-                    existing: existing.clone(),
+                    existing,
                 })
             }
             Some(_) => {
-                state.markers.remove(key);
+                self.state.lock().unwrap().markers.remove(key);
                 Ok(true)
             }
         }
     }
 
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
-        Ok(self.state.lock().unwrap().markers.get(key).cloned())
+        Ok(self.marker(key))
     }
 
     async fn guarded_write(
@@ -362,23 +514,58 @@ impl LeaseStore for Flawed {
         target: &LeaseKey,
         value: &[u8],
     ) -> Result<(), LeaseError> {
+        self.check_value(target, value.len())?;
+        let value = if self.has(Flaw::GuardedValuesMangled) {
+            String::from_utf8_lossy(value).into_owned().into_bytes()
+        } else {
+            value.to_vec()
+        };
         let now = Instant::now();
+        if self.has(Flaw::GuardedWriteNotAtomic) {
+            let current = self.live(&self.state.lock().unwrap(), &fence.key, now);
+            if current.as_ref().is_some_and(|r| self.is_fence(r, fence)) {
+                tokio::time::sleep(GAP).await;
+                self.state
+                    .lock()
+                    .unwrap()
+                    .guarded
+                    .insert(target.clone(), value);
+                return Ok(());
+            }
+        }
         let mut state = self.state.lock().unwrap();
         let current = self.live(&state, &fence.key, now);
         if self.has(Flaw::GuardedWriteUnchecked)
             || current.as_ref().is_some_and(|r| self.is_fence(r, fence))
         {
-            state.guarded.insert(target.clone(), value.to_vec());
+            state.guarded.insert(target.clone(), value);
             return Ok(());
         }
         Err(LeaseError::lost(
             fence,
-            current.map(|r| Self::record(&fence.key, &r, now)),
+            current.map(|r| self.record(&fence.key, &r, now)),
         ))
     }
 
     async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
-        Ok(self.state.lock().unwrap().guarded.get(target).cloned())
+        let value = self.state.lock().unwrap().guarded.get(target).cloned();
+        if self.has(Flaw::EmptyGuardedReadsAsNone) {
+            return Ok(value.filter(|v| !v.is_empty()));
+        }
+        Ok(value)
+    }
+
+    async fn check(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        let state = self.state.lock().unwrap();
+        Ok(self
+            .live(&state, &fence.key, Instant::now())
+            .is_some_and(|rec| {
+                if self.has(Flaw::CheckIgnoresToken) {
+                    self.same_holder(&rec.holder, &fence.holder)
+                } else {
+                    self.is_fence(&rec, fence)
+                }
+            }))
     }
 
     async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
@@ -387,19 +574,30 @@ impl LeaseStore for Flawed {
         } else {
             Instant::now() + timeout
         };
-        let releases = self.state.lock().unwrap().releases;
+        let (releases, writes) = {
+            let state = self.state.lock().unwrap();
+            (state.releases, state.writes.get(&self.filed(key)).copied())
+        };
         let poll = if self.has(Flaw::WaitPollsSlowly) {
             Duration::from_secs(2)
         } else {
             Duration::from_millis(5)
         };
         loop {
-            if self.inspect(key).await.ok().flatten().is_none() {
+            let free = match self.inspect(key).await {
+                Ok(record) => record.is_none(),
+                Err(_) => !self.has(Flaw::WaitIgnoresCorrupt),
+            };
+            if free {
                 return Ok(true);
             }
-            if self.has(Flaw::WaitWakesOnAnyRelease)
-                && self.state.lock().unwrap().releases != releases
-            {
+            let woken = {
+                let state = self.state.lock().unwrap();
+                (self.has(Flaw::WaitWakesOnAnyRelease) && state.releases != releases)
+                    || (self.has(Flaw::WaitWakesOnRenewal)
+                        && state.writes.get(&self.filed(key)).copied() != writes)
+            };
+            if woken {
                 return Ok(true);
             }
             if Instant::now() >= give_up {
@@ -407,6 +605,19 @@ impl LeaseStore for Flawed {
             }
             tokio::time::sleep(poll.min(give_up - Instant::now())).await;
         }
+    }
+}
+
+impl Flawed {
+    /// A marker's value, unless the flawed TTL ended it.
+    fn marker(&self, key: &LeaseKey) -> Option<String> {
+        let mut state = self.state.lock().unwrap();
+        let (value, set) = state.markers.get(key).cloned()?;
+        if self.has(Flaw::MarkersExpire) && set.elapsed() > Duration::from_secs(3) {
+            state.markers.remove(key);
+            return None;
+        }
+        Some(value)
     }
 }
 
@@ -422,7 +633,7 @@ impl Hooks for FlawedHooks {
             .lock()
             .unwrap()
             .leases
-            .insert(key.clone(), Err("garbage".into()));
+            .insert(self.0.filed(key), Err("garbage".into()));
         Some(Ok(()))
     }
 
@@ -497,5 +708,28 @@ caught! {
     wait_ignoring_its_timeout_is_caught: WaitIgnoresTimeout => ["wait_times_out_while_held"];
     wait_waking_on_any_release_is_caught: WaitWakesOnAnyRelease => ["wait_wakes_on_release"];
     cut_off_grant_that_never_ends_is_caught: CutOffGrantNeverEnds => ["cancelled_calls_leave_no_grant_behind"];
+    renew_accepting_invalid_ttls_is_caught: RenewAcceptsInvalidTtl => ["every_operation_validates_its_ttl"];
+    reclaim_accepting_invalid_ttls_is_caught: ReclaimAcceptsInvalidTtl => ["every_operation_validates_its_ttl"];
+    refused_maximum_ttl_is_caught: MaxTtlRefused => ["every_operation_validates_its_ttl"];
+    renewal_keeping_the_first_ttl_is_caught: RenewKeepsFirstTtl => ["renewal_changes_the_ttl_both_ways"];
+    renewal_that_never_shortens_is_caught: RenewNeverShortens => ["renewal_changes_the_ttl_both_ways"];
+    frozen_time_left_is_caught: TimeLeftFrozen => ["time_left_counts_down"];
+    holder_joined_with_a_colon_is_caught: HolderJoinedWithColon => ["look_alike_holders_stay_apart"];
+    concatenated_holder_is_caught: HolderConcatenated => ["look_alike_holders_stay_apart"];
+    case_folded_keys_are_caught: KeysCaseFolded => ["look_alike_keys_stay_apart"];
+    percent_decoded_keys_are_caught: KeysPercentDecoded => ["look_alike_keys_stay_apart"];
+    check_ignoring_the_token_is_caught: CheckIgnoresToken => ["older_grants_of_the_same_holder_are_refused"];
+    release_ignoring_the_token_is_caught: ReleaseIgnoresToken => ["older_grants_of_the_same_holder_are_refused"];
+    empty_value_read_as_none_is_caught: EmptyGuardedReadsAsNone => ["values_keep_every_byte_up_to_the_limit"];
+    mangled_binary_values_are_caught: GuardedValuesMangled => ["values_keep_every_byte_up_to_the_limit"];
+    refused_maximum_value_is_caught: MaxValueRefused => ["values_keep_every_byte_up_to_the_limit"];
+    non_atomic_reclaim_is_caught: ReclaimNotAtomic => ["concurrent_reclaims_have_one_winner"];
+    non_atomic_release_is_caught: ReleaseNotAtomic => ["concurrent_releases_release_once"];
+    non_atomic_renew_is_caught: RenewNotAtomic => ["renewals_racing_a_takeover_never_undo_it"];
+    non_atomic_marker_put_is_caught: MarkerPutNotAtomic => ["concurrent_marker_puts_keep_one_value"];
+    non_atomic_guarded_write_is_caught: GuardedWriteNotAtomic => ["guarded_writes_stop_at_a_takeover"];
+    expiring_markers_are_caught: MarkersExpire => ["markers_outlive_seconds_and_leases"];
+    wait_woken_by_renewals_is_caught: WaitWakesOnRenewal => ["wait_sleeps_through_renewals"];
+    wait_ignoring_corrupt_records_is_caught: WaitIgnoresCorrupt => ["wait_treats_a_corrupt_record_as_free"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
 }

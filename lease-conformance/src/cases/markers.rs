@@ -58,4 +58,19 @@ cases! {
         ensure!(s.store.get_marker(&big).await?.is_none(), "the oversized marker was written");
         Ok(())
     }
+
+    /// Markers never expire: one put is still there seconds later, through a lease on the same key being claimed, released and expiring.
+    async fn markers_outlive_seconds_and_leases(s) {
+        let t = s.timing();
+        let k = key("marker/lasting");
+        s.store.put_marker(&k, "poisoned").await?;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5).max(t.steady_ttl * 2);
+        let grant = acquire(&*s.store, &k, &holder("a", "1"), t.ttl).await?.value;
+        s.store.release(&grant.fence).await?;
+        acquire(&*s.store, &k, &holder("b", "1"), t.ttl).await?;
+        tokio::time::sleep_until(until).await;
+        let value = s.store.get_marker(&k).await?;
+        ensure!(value.as_deref() == Some("poisoned"), "seconds later the marker holds {value:?}");
+        Ok(())
+    }
 }

@@ -45,8 +45,10 @@ macro_rules! cases {
     };
 }
 
+pub mod atomic;
 pub mod claim;
 pub mod clients;
+pub mod edges;
 pub mod guarded;
 pub mod helpers;
 pub mod inspect;
@@ -69,6 +71,8 @@ pub fn all() -> Vec<Case> {
         wait::CASES,
         helpers::CASES,
         clients::CASES,
+        edges::CASES,
+        atomic::CASES,
         crate::properties::CASES,
     ]
     .concat()

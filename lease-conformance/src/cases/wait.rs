@@ -71,4 +71,49 @@ cases! {
         ensure!(started.elapsed() >= limit, "wait gave up after {:?}, before {limit:?}", started.elapsed());
         Ok(())
     }
+
+    /// Renewals do not wake a waiter: it stays waiting while the holder keeps renewing, and wakes once the holder releases.
+    async fn wait_sleeps_through_renewals(s) {
+        let t = s.timing();
+        let k = key("wait/renewals");
+        let grant = acquire(&*s.store, &k, &holder("a", "1"), t.steady_ttl).await?.value;
+        let waiter = tokio::spawn({
+            let (store, k) = (s.store.clone(), k.clone());
+            async move { store.wait_free(&k, Duration::from_secs(60)).await }
+        });
+        let until = Instant::now() + t.steady_ttl * 2;
+        while Instant::now() < until {
+            tokio::time::sleep(t.steady_ttl / 4).await;
+            s.store.renew(&grant.fence, t.steady_ttl).await?;
+            ensure!(!waiter.is_finished(), "the waiter returned while the key was held and renewed");
+        }
+        ensure!(s.store.release(&grant.fence).await?, "release of the renewed grant released nothing");
+        let woke = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+        let woke = woke.map_err(|_| crate::CaseError::Failed("the waiter did not wake after the release".into()))?;
+        ensure!(woke.map_err(|e| crate::CaseError::Failed(format!("waiter panicked: {e}")))??, "the waiter timed out instead of seeing the release");
+        Ok(())
+    }
+
+    /// A record that turns corrupt while a waiter waits counts as free: the waiter wakes with true, well before its timeout.
+    async fn wait_treats_a_corrupt_record_as_free(s) {
+        let t = s.timing();
+        let k = key("wait/corrupt");
+        acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?;
+        let waiter = tokio::spawn({
+            let (store, k) = (s.store.clone(), k.clone());
+            async move { store.wait_free(&k, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match s.hooks.plant_corrupt_record(&k).await {
+            None => {
+                waiter.abort();
+                return Err(crate::CaseError::NotRun("the factory offers no plant_corrupt_record hook".into()));
+            }
+            Some(planted) => planted.map_err(|e| crate::CaseError::Failed(format!("planting failed: {e}")))?,
+        }
+        let woke = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+        let woke = woke.map_err(|_| crate::CaseError::Failed("the waiter kept waiting on a corrupt record".into()))?;
+        ensure!(woke.map_err(|e| crate::CaseError::Failed(format!("waiter panicked: {e}")))??, "the waiter timed out on a corrupt record");
+        Ok(())
+    }
 }

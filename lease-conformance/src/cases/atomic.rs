@@ -1,0 +1,160 @@
+//! Every compare-and-write is one atomic step, also when run concurrently:
+//! takeovers, releases, renewals, marker puts and guarded writes.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use lease_core::{Claim, LeaseError};
+
+use crate::check::{acquire, holder, key};
+use crate::{CaseError, ensure};
+
+/// How many callers race in each case.
+const RACERS: usize = 8;
+
+fn joined<T>(results: Vec<Result<T, tokio::task::JoinError>>) -> Result<Vec<T>, CaseError> {
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| CaseError::Failed(format!("a racer panicked: {e}"))))
+        .collect()
+}
+
+cases! {
+    /// Concurrent reclaims of the same observed grant have exactly one winner, with a higher token; every other racer is busy with the winner's grant.
+    async fn concurrent_reclaims_have_one_winner(s) {
+        let t = s.timing();
+        for round in 0..3 {
+            let k = key(&format!("atomic/reclaim/{round}"));
+            let observed = acquire(&*s.store, &k, &holder("dead", "1"), t.long_ttl).await?.value;
+            let racers = (0..RACERS).map(|i| {
+                let (store, fence) = (Arc::clone(&s.store), observed.fence.clone());
+                let h = holder(&format!("racer-{i}"), "1");
+                tokio::spawn(async move { store.reclaim(&fence, &h, t.long_ttl).await })
+            });
+            let outcomes = joined(join_all(racers).await)?.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let winners: Vec<_> = outcomes.iter().filter_map(Claim::grant).collect();
+            ensure!(winners.len() == 1, "{} racers took over the same grant: {winners:?}", winners.len());
+            let winner = winners[0];
+            ensure!(winner.token() > observed.token(), "the takeover's token {} is not above {}", winner.token(), observed.token());
+            for outcome in &outcomes {
+                if let Claim::Busy(record) = outcome {
+                    ensure!(record.is(&winner.fence), "a loser is busy with {record:?}, not the winner's grant");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Concurrent releases of one grant release it exactly once.
+    async fn concurrent_releases_release_once(s) {
+        let t = s.timing();
+        for round in 0..3 {
+            let k = key(&format!("atomic/release/{round}"));
+            let grant = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+            let racers = (0..RACERS).map(|_| {
+                let (store, fence) = (Arc::clone(&s.store), grant.fence.clone());
+                tokio::spawn(async move { store.release(&fence).await })
+            });
+            let released = joined(join_all(racers).await)?.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let count = released.iter().filter(|r| **r).count();
+            ensure!(count == 1, "{count} of {RACERS} concurrent releases said they released the grant");
+        }
+        Ok(())
+    }
+
+    /// A takeover racing the old holder's renewals wins for good: no renewal lands after it, none undoes it, and the old holder is refused afterwards.
+    async fn renewals_racing_a_takeover_never_undo_it(s) {
+        let t = s.timing();
+        for round in 0..3 {
+            let k = key(&format!("atomic/renew/{round}"));
+            let old = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+            let renewals = (0..RACERS).map(|_| {
+                let (store, fence) = (Arc::clone(&s.store), old.fence.clone());
+                tokio::spawn(async move {
+                    for _ in 0..4 {
+                        match store.renew(&fence, t.long_ttl).await {
+                            Ok(_) => {}
+                            Err(LeaseError::Lost { .. }) => return Ok(()),
+                            Err(other) => return Err(other),
+                        }
+                    }
+                    Ok(())
+                })
+            });
+            let taken = {
+                let (store, fence) = (Arc::clone(&s.store), old.fence.clone());
+                tokio::spawn(async move { store.reclaim(&fence, &holder("b", "1"), t.long_ttl).await })
+            };
+            for outcome in joined(join_all(renewals).await)? {
+                outcome?;
+            }
+            let taken = taken.await.map_err(|e| CaseError::Failed(format!("the takeover panicked: {e}")))??;
+            let new = taken.acquired().ok_or_else(|| CaseError::Failed("the takeover was refused".into()))?;
+            let record = s.store.inspect(&k).await?;
+            ensure!(record.as_ref().is_some_and(|r| r.is(&new.fence)), "after racing renewals the key holds {record:?}, not the takeover");
+            ensure!(matches!(s.store.renew(&old.fence, t.long_ttl).await, Err(LeaseError::Lost { .. })), "the old holder renewed after the takeover");
+        }
+        Ok(())
+    }
+
+    /// Concurrent puts of different values to one marker: exactly one is kept, and every other put fails with the kept value.
+    async fn concurrent_marker_puts_keep_one_value(s) {
+        for round in 0..3 {
+            let k = key(&format!("atomic/marker/{round}"));
+            let racers = (0..RACERS).map(|i| {
+                let (store, k) = (Arc::clone(&s.store), k.clone());
+                tokio::spawn(async move { (i, store.put_marker(&k, &format!("value-{i}")).await) })
+            });
+            let outcomes = joined(join_all(racers).await)?;
+            let kept = s.store.get_marker(&k).await?;
+            let winners: Vec<_> = outcomes.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| format!("value-{i}")).collect();
+            ensure!(winners.len() == 1, "{} different values were all put: {winners:?}", winners.len());
+            ensure!(kept.as_ref() == Some(&winners[0]), "{} was put, the marker holds {kept:?}", winners[0]);
+            for (i, outcome) in &outcomes {
+                match outcome {
+                    Ok(()) => {}
+                    Err(LeaseError::Conflict { existing, .. }) => ensure!(Some(existing) == kept.as_ref(), "racer {i} was told the marker holds {existing:?}, it holds {kept:?}"),
+                    Err(other) => return Err(CaseError::Failed(format!("racer {i} failed: {other}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Guarded writes racing a takeover stop at it: once the new holder has written, no write with the old fence lands on top.
+    async fn guarded_writes_stop_at_a_takeover(s) {
+        let t = s.timing();
+        for round in 0..3 {
+            let (k, target) = (key(&format!("atomic/guarded/{round}")), key(&format!("atomic/guarded/{round}/data")));
+            let old = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
+            let writers = (0..RACERS).map(|i| {
+                let (store, fence, target) = (Arc::clone(&s.store), old.fence.clone(), target.clone());
+                tokio::spawn(async move {
+                    for n in 0..4 {
+                        match store.guarded_write(&fence, &target, format!("old-{i}-{n}").as_bytes()).await {
+                            Ok(()) => {}
+                            Err(LeaseError::Lost { .. }) => return Ok(()),
+                            Err(other) => return Err(other),
+                        }
+                    }
+                    Ok(())
+                })
+            });
+            let takeover = {
+                let (store, fence, target) = (Arc::clone(&s.store), old.fence.clone(), target.clone());
+                tokio::spawn(async move {
+                    let new = store.reclaim(&fence, &holder("b", "1"), t.long_ttl).await?.acquired();
+                    let new = new.ok_or_else(|| LeaseError::lost(&fence, None))?;
+                    store.guarded_write(&new.fence, &target, b"new").await
+                })
+            };
+            for outcome in joined(join_all(writers).await)? {
+                outcome?;
+            }
+            takeover.await.map_err(|e| CaseError::Failed(format!("the takeover panicked: {e}")))??;
+            let value = s.store.read_guarded(&target).await?;
+            ensure!(value.as_deref() == Some(&b"new"[..]), "after the takeover's write the value is {:?}", value.map(|v| String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(())
+    }
+}
