@@ -105,6 +105,10 @@ impl Hooks for MeteredHooks {
             calls: AtomicU64::new(0),
         })))
     }
+
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        Some(Ok(self.0.inner.records_kept()))
+    }
 }
 
 struct MeteredFactory;

@@ -64,6 +64,13 @@ pub trait Hooks: Send + Sync {
         None
     }
 
+    /// How many records the backend keeps for this subject's namespace now:
+    /// lease records live or ended, and anything it keeps per key to order
+    /// tokens. The suite checks that this stays O(live + recently ended).
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        None
+    }
+
     /// Called after each case, passed or not: remove what the case wrote.
     async fn finish(&self) {}
 }
@@ -188,6 +195,10 @@ impl Hooks for MemoryHooks {
     async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
         // In one process, a second handle on the same store.
         Some(Ok(Arc::new(self.0.clone())))
+    }
+
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        Some(Ok(self.0.records_kept()))
     }
 }
 

@@ -67,6 +67,8 @@ enum Flaw {
     MarkersExpire,
     WaitWakesOnRenewal,
     WaitIgnoresCorrupt,
+    /// Keeps a record per key ever used.
+    RecordsKeptForever,
 }
 
 /// How long a check-then-write flaw waits between the two.
@@ -640,6 +642,21 @@ impl Hooks for FlawedHooks {
     async fn second_client(&self) -> Option<Result<lease_core::DynLeaseStore, BoxError>> {
         Some(Ok(self.0.clone()))
     }
+
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        let state = self.0.state.lock().unwrap();
+        if self.0.has(Flaw::RecordsKeptForever) {
+            return Some(Ok(state.leases.len() + state.last.len()));
+        }
+        // Ended records count as gone: the double looks them up by expiry.
+        let now = Instant::now();
+        let live = state
+            .leases
+            .values()
+            .filter(|r| r.as_ref().is_ok_and(|r| r.expires_at > now))
+            .count();
+        Some(Ok(live))
+    }
 }
 
 #[async_trait]
@@ -731,5 +748,6 @@ caught! {
     expiring_markers_are_caught: MarkersExpire => ["markers_outlive_seconds_and_leases"];
     wait_woken_by_renewals_is_caught: WaitWakesOnRenewal => ["wait_sleeps_through_renewals"];
     wait_ignoring_corrupt_records_is_caught: WaitIgnoresCorrupt => ["wait_treats_a_corrupt_record_as_free"];
+    records_kept_forever_are_caught: RecordsKeptForever => ["records_stay_bounded_by_live_and_recent_grants"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
 }

@@ -30,6 +30,9 @@ pub struct Capabilities {
     pub expiry_slack: Duration,
     /// The largest marker or guarded value, in bytes.
     pub max_value_len: usize,
+    /// How long an ended grant's record may be kept after its end (to order
+    /// later tokens), before only live records and this window remain.
+    pub record_retention: Duration,
 }
 
 impl Capabilities {
@@ -43,6 +46,7 @@ impl Capabilities {
             ttl_granularity: Duration::from_millis(1),
             expiry_slack: Duration::ZERO,
             max_value_len: 64 * 1024,
+            record_retention: Duration::ZERO,
         }
     }
 
@@ -67,6 +71,12 @@ impl Capabilities {
     /// Sets [`Capabilities::expiry_slack`].
     pub fn with_expiry_slack(mut self, slack: Duration) -> Self {
         self.expiry_slack = slack;
+        self
+    }
+
+    /// Sets [`Capabilities::record_retention`].
+    pub fn with_record_retention(mut self, retention: Duration) -> Self {
+        self.record_retention = retention;
         self
     }
 

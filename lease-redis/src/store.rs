@@ -348,6 +348,8 @@ impl LeaseStore for RedisStore {
             .with_ttl_granularity(Duration::from_millis(1))
             .with_expiry_slack(Duration::from_millis(10))
             .with_max_value_len(16 * 1024 * 1024)
+            // Ended records are kept this long to order later tokens.
+            .with_record_retention(self.inner.config.retention)
     }
 
     async fn claim(

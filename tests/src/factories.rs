@@ -81,6 +81,10 @@ impl<S: Restart> Hooks for ServerHooks<S> {
         self.inner.second_client().await
     }
 
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        self.inner.stored_records().await
+    }
+
     async fn finish(&self) {
         self.inner.finish().await;
     }

@@ -54,6 +54,7 @@ pub mod helpers;
 pub mod inspect;
 pub mod markers;
 pub mod reclaim;
+pub mod records;
 pub mod release;
 pub mod renew;
 pub mod wait;
@@ -73,6 +74,7 @@ pub fn all() -> Vec<Case> {
         clients::CASES,
         edges::CASES,
         atomic::CASES,
+        records::CASES,
         crate::properties::CASES,
     ]
     .concat()

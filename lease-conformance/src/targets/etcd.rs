@@ -48,6 +48,15 @@ impl Hooks for EtcdHooks {
         )
     }
 
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        let mut client = self.client.clone();
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        let counted = client.get(self.store.key_prefix(), Some(options)).await;
+        Some(counted.map(|r| r.count() as usize).map_err(Into::into))
+    }
+
     async fn finish(&self) {
         let mut client = self.client.clone();
         let prefix = self.store.key_prefix();

@@ -34,6 +34,18 @@ impl RedisHooks {
     async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
         Ok(self.client.get_multiplexed_async_connection().await?)
     }
+
+    /// Every key of the namespace (SCAN skips expired ones).
+    async fn namespace_keys(&self) -> Result<Vec<String>, BoxError> {
+        let mut connection = self.connection().await?;
+        let pattern = format!("{}*", redis_glob_escape(&self.store.key_prefix()));
+        let mut iter = connection.scan_match::<_, String>(pattern).await?;
+        let mut keys = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut iter).await {
+            keys.push(key?);
+        }
+        Ok(keys)
+    }
 }
 
 #[async_trait]
@@ -58,18 +70,14 @@ impl Hooks for RedisHooks {
         )
     }
 
+    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+        Some(self.namespace_keys().await.map(|keys| keys.len()))
+    }
+
     async fn finish(&self) {
         let cleanup = async {
             let mut connection = self.connection().await?;
-            let pattern = format!("{}*", redis_glob_escape(&self.store.key_prefix()));
-            let keys: Vec<String> = {
-                let mut iter = connection.scan_match::<_, String>(pattern).await?;
-                let mut keys = Vec::new();
-                while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                    keys.push(key?);
-                }
-                keys
-            };
+            let keys = self.namespace_keys().await?;
             for chunk in keys.chunks(512) {
                 let _: () = connection.del(chunk).await?;
             }
@@ -96,7 +104,11 @@ fn redis_glob_escape(text: &str) -> String {
 #[async_trait]
 impl Factory for RedisTarget {
     async fn open(&self) -> Result<Subject, BoxError> {
-        let config = RedisConfig::new(&self.url).namespace(super::fresh_namespace());
+        // A short retention, so the memory-bound case need not wait a
+        // minute for ended records to go.
+        let config = RedisConfig::new(&self.url)
+            .namespace(super::fresh_namespace())
+            .retention(std::time::Duration::from_secs(2));
         let store = RedisStore::connect(config.clone()).await?;
         let client = redis::Client::open(self.url.as_str())?;
         let hooks = RedisHooks {
