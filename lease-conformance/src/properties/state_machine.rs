@@ -16,8 +16,21 @@ use super::model::{Model, Status};
 use crate::Timing;
 
 const KEYS: usize = 2;
-/// `a#1` and `a#2` share an id: the model must keep them apart.
-const HOLDERS: [(&str, &str); 3] = [("a", "1"), ("a", "2"), ("b", "1")];
+/// `a#1` and `a#2` share an id, and `a:b#1` and `a#b:1` read alike once
+/// joined with a colon: the model must keep them all apart.
+const HOLDERS: [(&str, &str); 6] = [
+    ("a", "1"),
+    ("a", "2"),
+    ("b", "1"),
+    ("a:b", "1"),
+    ("a", "b:1"),
+    ("wörker 7", "boot #3"),
+];
+/// How long after a grant certainly ended a waiter may still time out: its
+/// timed re-check.
+const RECHECK_ALLOWANCE: Duration = Duration::from_secs(1);
+/// Guarded values: one byte, or this many bytes of it (binary).
+const BIG_VALUE: usize = 4096;
 
 /// One step of a sequence. Indices pick keys, holders and earlier fences.
 #[derive(Clone, Debug)]
@@ -49,6 +62,7 @@ pub enum Step {
         key: usize,
         fence: usize,
         value: u8,
+        big: bool,
     },
     PutMarker {
         key: usize,
@@ -65,6 +79,11 @@ pub enum Step {
     Sleep {
         quarters: u8,
     },
+    /// Wait for the key to be free, for `quarters` quarters of the base TTL.
+    Wait {
+        key: usize,
+        quarters: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -78,11 +97,12 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (key.clone(), pick.clone(), ttl).prop_map(|(key, fence, ttl)| Step::Renew { key, fence, ttl }),
         2 => (key.clone(), pick.clone()).prop_map(|(key, fence)| Step::Release { key, fence }),
         2 => key.clone().prop_map(|key| Step::Inspect { key }),
-        1 => (key.clone(), pick, 0u8..4).prop_map(|(key, fence, value)| Step::GuardedWrite { key, fence, value }),
+        1 => (key.clone(), pick, any::<u8>(), any::<bool>()).prop_map(|(key, fence, value, big)| Step::GuardedWrite { key, fence, value, big }),
         1 => (key.clone(), 0u8..2).prop_map(|(key, value)| Step::PutMarker { key, value }),
         1 => (key.clone(), 0u8..2).prop_map(|(key, value)| Step::DeleteMarker { key, value }),
-        1 => key.prop_map(|key| Step::GetMarker { key }),
+        1 => key.clone().prop_map(|key| Step::GetMarker { key }),
         2 => (1u8..=3).prop_map(|quarters| Step::Sleep { quarters }),
+        1 => (key, 1u8..=3).prop_map(|(key, quarters)| Step::Wait { key, quarters }),
     ]
 }
 
@@ -141,8 +161,11 @@ struct Sequence<'a> {
 impl<'a> Sequence<'a> {
     fn new(store: &'a DynLeaseStore, timing: &'a Timing) -> Self {
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let key =
-            |kind: &str, i: usize| LeaseKey::new(format!("sm/{n}/{kind}/{i}")).expect("valid");
+        // Segments with an escaped separator, a space and non-ASCII text.
+        let key = |kind: &str, i: usize| {
+            LeaseKey::from_segments(["sm", &n.to_string(), kind, "a/b c", "ünï", &i.to_string()])
+                .expect("valid")
+        };
         Self {
             store: &**store,
             timing,
@@ -283,18 +306,24 @@ impl<'a> Sequence<'a> {
                 }
                 Ok(())
             }
-            Step::GuardedWrite { key, fence, value } => {
+            Step::GuardedWrite {
+                key,
+                fence,
+                value,
+                big,
+            } => {
                 let fence = self.fence(key, fence);
+                let value = vec![value; if big { BIG_VALUE } else { 1 }];
                 let sent = Instant::now();
                 let outcome = self
                     .store
-                    .guarded_write(&fence, &self.targets[key], &[value])
+                    .guarded_write(&fence, &self.targets[key], &value)
                     .await;
                 let km = self.model.keys.entry(key).or_default();
                 let status = km.status(sent, Instant::now());
                 let current = km.is_current(&fence);
                 match outcome {
-                    Ok(()) if current && status != Status::Free => km.guarded = Some(vec![value]),
+                    Ok(()) if current && status != Status::Free => km.guarded = Some(value),
                     Ok(()) => {
                         return Err(format!(
                             "guarded write with {fence} applied, but it is not the live grant"
@@ -376,6 +405,45 @@ impl<'a> Sequence<'a> {
             }
             Step::Sleep { quarters } => {
                 tokio::time::sleep(self.timing.ttl * u32::from(quarters) / 4).await;
+                Ok(())
+            }
+            Step::Wait { key, quarters } => {
+                let limit = self.timing.ttl * u32::from(quarters) / 4;
+                let sent = Instant::now();
+                let free = self
+                    .store
+                    .wait_free(&self.keys[key], limit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let replied = Instant::now();
+                let km = self.model.keys.entry(key).or_default();
+                match (free, km.status(sent, replied)) {
+                    (true, Status::Live) => {
+                        return Err("wait returned free while a grant was certainly live".into());
+                    }
+                    (true, _) => km.ended(),
+                    (false, Status::Free) => {
+                        return Err("wait timed out on a key no grant could hold".into());
+                    }
+                    (false, _) => {
+                        // A grant certainly over well before the timeout
+                        // should have been noticed (a re-check at the latest).
+                        if let Some(live) = &km.current
+                            && live.dead_after + RECHECK_ALLOWANCE < replied
+                        {
+                            return Err(format!(
+                                "wait timed out {:?} after the grant certainly expired",
+                                replied - live.dead_after
+                            ));
+                        }
+                        if replied < sent + limit {
+                            return Err(format!(
+                                "wait gave up after {:?}, before its {limit:?}",
+                                replied - sent
+                            ));
+                        }
+                    }
+                }
                 Ok(())
             }
         }
