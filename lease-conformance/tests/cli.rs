@@ -87,6 +87,7 @@ fn an_unknown_target_is_a_clear_error() {
 }
 
 #[test]
+#[cfg(feature = "redis")]
 fn an_unreachable_server_is_one_clear_error() {
     let output = cli().arg("redis://127.0.0.1:1").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -100,4 +101,13 @@ fn an_unreachable_server_is_one_clear_error() {
         output.stdout.is_empty(),
         "no table for a run that never started"
     );
+}
+
+#[test]
+#[cfg(not(feature = "redis"))]
+fn a_target_not_built_in_names_the_feature() {
+    let output = cli().arg("redis://127.0.0.1:1").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--features redis"), "{stderr}");
 }

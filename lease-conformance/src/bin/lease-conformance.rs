@@ -54,9 +54,19 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
         )));
     }
     let scheme = target.split("://").next().unwrap_or_default();
-    Err(format!(
-        "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB] or etcd://HOST:PORT (scheme {scheme:?} is not built in)"
-    ))
+    let feature = match scheme {
+        "redis" | "rediss" => Some("redis"),
+        "etcd" => Some("etcd"),
+        _ => None,
+    };
+    Err(match feature {
+        Some(feature) => format!(
+            "target {target:?} needs the CLI built with the `{feature}` feature: cargo run -p lease-conformance --features {feature} -- {target}"
+        ),
+        None => format!(
+            "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB] or etcd://HOST:PORT[,HOST:PORT...]"
+        ),
+    })
 }
 
 /// A factory whose subjects use the command line's sizes.
