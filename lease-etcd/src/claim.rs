@@ -101,6 +101,7 @@ impl EtcdStore {
                 return Ok(Err(Found::from_response(&response)));
             }
             let revision = revision_in(op, key, &response)?;
+            leases.attached(lease.id, &etcd_key, revision, holder);
             let grant = Grant::new(fence_of(key, holder, revision), ttl, sent, true);
             return Ok(Ok(grant));
         }
@@ -167,6 +168,7 @@ impl EtcdStore {
             Attached::Answered(response) if response.succeeded() => {
                 // The old lease carries nothing now.
                 leases.retire(held.lease);
+                leases.attached(lease.id, &etcd_key, revision, holder);
                 Ok(Ok(()))
             }
             Attached::Answered(response) => {

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use etcd_client::{Error, LeaseClient};
 use futures::future::join_all;
+use lease_core::Holder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,11 +32,13 @@ use tokio_util::sync::CancellationToken;
 /// attached.
 pub(crate) const MARGIN: Duration = Duration::from_secs(1);
 /// A pool lease refreshed this recently is attached without a keep-alive.
-/// Half the margin: the other half absorbs clock-rate differences and
-/// scheduling between the refresh and the claim.
-const FRESH: Duration = Duration::from_millis(500);
-/// Idle leases older than this are refreshed while their TTL is in demand.
-const REFRESH_AFTER: Duration = Duration::from_millis(250);
+/// Its refresh instant is when the keep-alive was *sent*, so etcd's expiry
+/// is later still; the rest of the margin absorbs clock-rate differences.
+const FRESH: Duration = Duration::from_millis(750);
+/// Idle leases older than this are refreshed while their TTL is in demand:
+/// just before they would stop being fresh (a lease taken stale gets its
+/// keep-alive alongside the claim instead, so earlier refreshes are waste).
+const REFRESH_AFTER: Duration = Duration::from_millis(550);
 /// How often the pool looks after its idle leases.
 const TEND_EVERY: Duration = Duration::from_millis(100);
 /// Idle leases of a TTL not claimed for this long are revoked.
@@ -89,6 +92,11 @@ struct State {
     /// Leases this store attached to a grant, by id: only these may come
     /// back to the pool, after a confirmed release.
     in_use: HashMap<i64, Lease>,
+    /// The grants this store made, by etcd key and create revision: holder
+    /// and lease, so a release needs no holder compare nor a read back.
+    grants: HashMap<(String, i64), (Holder, i64)>,
+    /// The grant on each lease of `grants`, to forget it in O(1).
+    grant_on: HashMap<i64, (String, i64)>,
 }
 
 struct Shared {
@@ -98,6 +106,7 @@ struct Shared {
     streams: AtomicUsize,
     granted: AtomicUsize,
     revoked: AtomicUsize,
+    keep_alives: AtomicUsize,
 }
 
 /// The etcd leases of one store.
@@ -117,6 +126,7 @@ impl Leases {
                 streams: AtomicUsize::new(0),
                 granted: AtomicUsize::new(0),
                 revoked: AtomicUsize::new(0),
+                keep_alives: AtomicUsize::new(0),
             }),
         };
         tokio::spawn(leases.clone().tend(stop));
@@ -173,6 +183,7 @@ impl Leases {
     /// success the lease lasts its TTL from a moment after `sent`.
     pub async fn refresh(&self, id: i64) -> Result<Instant, LeaseFailure> {
         let sent = Instant::now();
+        self.shared.keep_alives.fetch_add(1, Ordering::Relaxed);
         let stream = StreamCount::open(&self.shared.streams);
         let mut client = self.shared.client.clone();
         // The keeper sends one keep-alive as it opens and waits for its
@@ -193,27 +204,56 @@ impl Leases {
         }
     }
 
+    /// The grant created at `revision` on `etcd_key` for `holder` now hangs
+    /// on lease `id`.
+    pub fn attached(&self, id: i64, etcd_key: &str, revision: i64, holder: &Holder) {
+        let mut state = self.state();
+        if state.in_use.contains_key(&id) {
+            let grant = (etcd_key.to_owned(), revision);
+            if let Some(earlier) = state.grant_on.insert(id, grant.clone()) {
+                state.grants.remove(&earlier);
+            }
+            state.grants.insert(grant, (holder.clone(), id));
+        }
+    }
+
+    /// The lease of the grant created at `revision` on `etcd_key`, if this
+    /// store made that grant for `holder`.
+    pub fn lease_of(&self, etcd_key: &str, revision: i64, holder: &Holder) -> Option<i64> {
+        let state = self.state();
+        let (made_for, id) = state.grants.get(&(etcd_key.to_owned(), revision))?;
+        (made_for == holder).then_some(*id)
+    }
+
     /// A lease taken for a claim whose transaction did not attach it (the
     /// key was held): idle again.
     pub fn unused(&self, lease: Lease) {
-        self.state().in_use.remove(&lease.id);
+        self.forget(lease.id);
         self.idle(lease);
     }
 
     /// The key on lease `id` was deleted, and this store saw the reply: if
     /// the lease is this store's, it is idle again.
     pub fn released(&self, id: i64) {
-        let lease = self.state().in_use.remove(&id);
-        if let Some(lease) = lease {
+        if let Some(lease) = self.forget(id) {
             self.idle(lease);
         }
+    }
+
+    /// Lease `id` carries no grant of this store's any more.
+    fn forget(&self, id: i64) -> Option<Lease> {
+        let mut state = self.state();
+        if let Some(grant) = state.grant_on.remove(&id) {
+            state.grants.remove(&grant);
+        }
+        state.in_use.remove(&id)
     }
 
     /// Lease `id` no longer carries a grant, but its fate is not this
     /// store's to reuse (moved off, or unknown): revoke it in the
     /// background; if that fails it expires on its own.
     pub fn retire(&self, id: i64) {
-        self.state().in_use.remove(&id);
+        self.forget(id);
         let leases = self.clone();
         tokio::spawn(async move { leases.revoke(id).await });
     }
@@ -256,8 +296,17 @@ impl Leases {
                     idle,
                     demand,
                     in_use,
+                    grants,
+                    grant_on,
                 } = &mut *state;
                 in_use.retain(|_, l| l.refreshed + Duration::from_secs(l.ttl_secs as u64) > now);
+                grant_on.retain(|lease, grant| {
+                    let kept = in_use.contains_key(lease);
+                    if !kept {
+                        grants.remove(grant);
+                    }
+                    kept
+                });
                 let mut unwanted = Vec::new();
                 let mut stale = Vec::new();
                 demand.retain(|ttl, last| {
@@ -314,11 +363,12 @@ impl Leases {
         self.shared.streams.load(Ordering::Acquire)
     }
 
-    /// Leases granted and revoked by this store so far.
-    pub fn granted_and_revoked(&self) -> (usize, usize) {
+    /// Leases granted and revoked, and keep-alives sent, by this store so far.
+    pub fn totals(&self) -> (usize, usize, usize) {
         (
             self.shared.granted.load(Ordering::Relaxed),
             self.shared.revoked.load(Ordering::Relaxed),
+            self.shared.keep_alives.load(Ordering::Relaxed),
         )
     }
 }

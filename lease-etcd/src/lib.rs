@@ -26,7 +26,7 @@
 //! - **Claims stay one transaction.** Granting a lease is a raft write, so
 //!   claims take an idle lease of the right TTL from a pool. A pool lease
 //!   lives `TTL + 1 s` from its last refresh, so a claim attaches it as it is
-//!   only when that refresh was sent under 0.5 s before the claim (the key
+//!   only when that refresh was sent under 0.75 s before the claim (the key
 //!   then certainly outlives the holder's deadline, `sent + TTL`); otherwise
 //!   a keep-alive goes alongside the transaction. A lease returns to the
 //!   pool only after this store saw the reply of the release that deleted
@@ -41,7 +41,10 @@
 //!   Keep-alives travel on short streams that close with their reply, so no
 //!   stream outlives the call that opened it.
 //! - **Release** is one transaction that deletes the key only if it is still
-//!   the fence's grant.
+//!   the fence's grant. For a grant this store made for that holder it
+//!   compares only the lease the key hangs on (a lease carries one grant of
+//!   the store's until the store saw that grant released); any other fence
+//!   is compared by create revision and holder.
 //! - **Wait** watches the key from the revision it was read at, with a timed
 //!   re-check; a compacted revision is handled by reading again.
 //!

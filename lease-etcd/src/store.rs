@@ -66,6 +66,8 @@ pub struct LeaseCounts {
     pub leases_granted: usize,
     /// etcd leases revoked by this store so far.
     pub leases_revoked: usize,
+    /// Keep-alives sent by this store so far (renewals and pool refreshes).
+    pub keep_alives: usize,
 }
 
 impl EtcdStore {
@@ -150,13 +152,14 @@ impl EtcdStore {
     /// store has now, and how many leases it granted and revoked.
     pub fn lease_counts(&self) -> LeaseCounts {
         let leases = &self.inner.leases;
-        let (granted, revoked) = leases.granted_and_revoked();
+        let (granted, revoked, keep_alives) = leases.totals();
         LeaseCounts {
             keep_alive_streams: leases.streams(),
             idle_leases: leases.idle_count(),
             leases_in_use: leases.in_use_count(),
             leases_granted: granted,
             leases_revoked: revoked,
+            keep_alives,
         }
     }
 
@@ -331,6 +334,20 @@ impl LeaseStore for EtcdStore {
             return Ok(false);
         };
         let etcd_key = self.record_key(key);
+        let leases = &self.inner.leases;
+        // A grant this store made for this holder hangs on a lease of its
+        // own, which carries no other grant until this store saw that one
+        // released: the key on that lease *is* the grant. One compare, no
+        // holder compare, no read back.
+        if let Some(lease) = leases.lease_of(&etcd_key, revision, &fence.holder) {
+            let txn = Txn::new()
+                .when([Compare::lease(etcd_key.as_str(), CompareOp::Equal, lease)])
+                .and_then([TxnOp::delete(etcd_key.as_str(), None)]);
+            if self.txn(Op::Release, key, txn).await?.succeeded() {
+                leases.released(lease);
+                return Ok(true);
+            }
+        }
         let txn = Txn::new()
             .when(holds(&etcd_key, revision, &fence.holder))
             .and_then([TxnOp::delete(
@@ -339,7 +356,7 @@ impl LeaseStore for EtcdStore {
             )]);
         let response = self.txn(Op::Release, key, txn).await?;
         if let Some(gone) = record::deleted(&response) {
-            self.inner.leases.released(gone.lease());
+            leases.released(gone.lease());
         }
         Ok(response.succeeded())
     }

@@ -217,6 +217,44 @@ async fn a_claim_in_steady_state_is_one_rpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_is_one_read_and_one_keep_alive_with_no_raft_proposal() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let store = connect(&cluster).await;
+    let endpoint = &cluster.endpoints()[0];
+    let ttl = Duration::from_secs(30);
+    let grant = store
+        .claim(&key("rpc/renew"), &Holder::new("a", "1").unwrap(), ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    for _ in 0..3 {
+        let (rpcs, proposals) = (
+            rpc_counts(endpoint).await,
+            metric(endpoint, "etcd_server_proposals_committed_total").await,
+        );
+        store.renew(&grant.fence, ttl).await.unwrap();
+        let after = rpc_counts(endpoint).await;
+        let delta: Vec<_> = after
+            .iter()
+            .filter_map(|(method, n)| {
+                let d = n - rpcs.get(method).copied().unwrap_or(0);
+                (d > 0).then(|| (method.clone(), d))
+            })
+            .collect();
+        assert_eq!(
+            delta,
+            [("LeaseKeepAlive".to_owned(), 1), ("Range".to_owned(), 1)],
+            "a renewal issued {delta:?}"
+        );
+        let proposed = metric(endpoint, "etcd_server_proposals_committed_total").await - proposals;
+        assert_eq!(proposed, 0, "a renewal made {proposed} raft proposals");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watching_waiter_wakes_within_milliseconds_of_a_release() {
     let Some(cluster) = cluster().await else {
         return;
@@ -388,5 +426,37 @@ async fn tls_with_a_private_ca_works() {
             .release(&grant.acquired().unwrap().fence)
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_suite_passes_on_a_three_member_cluster() {
+    use lease_conformance::{Outcome, all_cases, run_cases, targets::EtcdTarget};
+    let options = lease_tests::EtcdOptions {
+        members: 3,
+        ..Default::default()
+    };
+    let Some(cluster) = or_skip(
+        "a three-member etcd cluster",
+        EtcdCluster::start_with(options).await,
+    ) else {
+        return;
+    };
+    let target = Arc::new(EtcdTarget::new(cluster.endpoints().to_vec()));
+    // Two at a time: three members share this machine with the other tests.
+    let reports = run_cases(target, all_cases(), 2, |_| {}).await;
+    let failed: Vec<_> = reports
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Passed => None,
+            // A cluster someone else runs is not restarted by the suite.
+            Outcome::NotRun(_) if r.name == "tokens_increase_across_server_restart" => None,
+            other => Some(format!("{}: {other:?}\n  rule: {}", r.name, r.rule)),
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "on a three-member cluster:\n{}",
+        failed.join("\n")
     );
 }
