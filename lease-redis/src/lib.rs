@@ -9,8 +9,14 @@
 //!   replies), sent by `EVALSHA` and loaded on `NOSCRIPT`. Keys and values
 //!   travel only as `KEYS`/`ARGV`, never spliced into script text.
 //! - **Server time.** Scripts read the server clock (`TIME`) to decide
-//!   whether a grant is live; `PEXPIRE` only cleans up. The client's clock
-//!   is used for nothing but the holder's own deadline.
+//!   whether a grant is live; the key's expiry only cleans up. The client's
+//!   clock is used for nothing but the holder's own deadline.
+//! - **Lean scripts.** A lease record is one string (`v2`, holder id,
+//!   incarnation, token and end in server µs, joined by newlines): one `GET`
+//!   reads it, one `SET … PX` writes it with its expiry. A claim runs
+//!   `TIME`, `GET`, `SET`; a renewal the same; a release those and
+//!   `PUBLISH`; an inspect `TIME`, `GET`. Records written by the hash layout
+//!   of earlier versions read as corrupt: drain leases before upgrading.
 //! - **Tokens.** A fresh grant's token is `max(last token + 1, server time
 //!   in µs)`. The record of a grant — released, expired, or taken over —
 //!   is kept for a retention time after it ends ([`RedisConfig::retention`],
@@ -34,7 +40,7 @@
 //! - **Failures.** Every call runs under a time limit
 //!   ([`RedisConfig::call_timeout`]). A connection lost after sending makes a
 //!   mutating call indeterminate ([`lease_core::LeaseError::is_indeterminate`]).
-//!   A key holding a foreign type or a malformed hash is a corrupt record:
+//!   A key holding a foreign type or a malformed value is a corrupt record:
 //!   `inspect` reports it, a claim repairs it by takeover.
 //!
 //! ```no_run

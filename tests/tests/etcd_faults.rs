@@ -69,25 +69,22 @@ impl Rig {
             let sent = Instant::now();
             let claim = self.b.claim(key, &holder("b"), TTL).await;
             if let Ok(Claim::Acquired(grant)) = claim {
+                // b owns the key from its reply on.
                 let at = Instant::now();
                 assert!(
-                    sent >= not_before,
+                    at >= not_before,
                     "b was granted {key} {:?} before the old holder's deadline",
-                    not_before - sent
-                );
-                assert!(
-                    at <= by,
-                    "{key} was still held {:?} past last write + TTL + slack",
-                    at - by
+                    not_before - at
                 );
                 eprintln!(
                     "{key}: next holder {:?} before the bound",
-                    by.saturating_duration_since(at)
+                    by.saturating_duration_since(sent)
                 );
                 return grant;
             }
+            // Busy is wrong only for a claim sent after the bound.
             assert!(
-                Instant::now() <= by,
+                sent <= by,
                 "{key} was still held past last write + TTL + slack: {claim:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -12,9 +12,8 @@ local keep = tonumber(ARGV[3]) + tonumber(ARGV[4])
 
 if is_live(record, now) then
   if record.holder == ARGV[1] and record.incarnation == ARGV[2] then
-    redis.call('HSET', KEYS[1], 'e', fmt(ends))
-    redis.call('PEXPIRE', KEYS[1], keep)
-    return { 'acquired', fmt(record.token), '0' }
+    write_record(KEYS[1], record.holder, record.incarnation, record.token_text, fmt(ends), keep)
+    return { 'acquired', record.token_text, '0' }
   end
   if ARGV[5] == nil or not is_fence(record, ARGV[5], ARGV[6], ARGV[7]) then
     return held(record, now)
@@ -29,10 +28,7 @@ local last = 0
 if type(record) == 'table' then
   last = record.token
 end
-local token = math.max(last + 1, now)
-if record ~= nil then
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], 'h', ARGV[1], 'i', ARGV[2], 't', fmt(token), 'e', fmt(ends))
-redis.call('PEXPIRE', KEYS[1], keep)
-return { 'acquired', fmt(token), '1' }
+local token = fmt(math.max(last + 1, now))
+-- SET replaces whatever the key held, a corrupt value of any type included.
+write_record(KEYS[1], ARGV[1], ARGV[2], token, fmt(ends), keep)
+return { 'acquired', token, '1' }

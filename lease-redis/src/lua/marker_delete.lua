@@ -2,11 +2,10 @@
 -- KEYS[1]  the marker         ARGV[1]  the value
 -- Replies {'deleted'}, {'absent'}, {'conflict', existing value} or
 -- {'corrupt', what is wrong}.
-local ok, kind = string_kind(KEYS[1])
-if not ok then
-  return { 'corrupt', 'the marker holds a ' .. kind }
+local existing, wrong = get_string(KEYS[1])
+if wrong then
+  return { 'corrupt', wrong }
 end
-local existing = redis.call('GET', KEYS[1])
 if not existing then
   return { 'absent' }
 end

@@ -1,10 +1,12 @@
 -- Prepended to every script of this crate.
 --
--- A lease record is a hash: h = holder id, i = incarnation, t = fencing
--- token, e = end of the grant in server microseconds (0 once released).
--- The record outlives its grant by the retention time (PEXPIRE), so the
--- next token can be derived from the last one; after that, tokens come from
--- the server clock, which has moved past every earlier token.
+-- A lease record is one string: 'v2', holder id, incarnation, fencing token
+-- and the end of the grant in server microseconds (0 once released), joined
+-- by newlines (holder parts hold no control characters). One GET reads it;
+-- one SET ... PX writes it together with its expiry. The record outlives its
+-- grant by the retention time, so the next token can be derived from the
+-- last one; after that, tokens come from the server clock, which has moved
+-- past every earlier token.
 
 local function now_us()
   local time = redis.call('TIME')
@@ -16,21 +18,43 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
--- nil when absent, a string saying what is wrong when corrupt, else the record.
+-- The string at key: its value or false when absent; or nil and what is
+-- wrong when the key holds another type.
+local function get_string(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then
+    return nil, 'the key holds a ' .. redis.call('TYPE', key)['ok'] .. ', not a string'
+  end
+  return value
+end
+
+-- nil when absent, a string saying what is wrong when corrupt, else the
+-- record. The token stays the text it was stored as (`token_text`), so it
+-- is compared, replied and rewritten without formatting a number again.
 local function read_record(key)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then
+  local value, wrong = get_string(key)
+  if wrong then
+    return wrong
+  end
+  if not value then
     return nil
   end
-  if kind ~= 'hash' then
-    return 'the key holds a ' .. kind .. ', not a lease record'
+  local holder, incarnation, token_text, ends =
+    string.match(value, '^v2\n([^\n]+)\n([^\n]+)\n(%d+)\n(%d+)$')
+  local token = tonumber(token_text)
+  ends = tonumber(ends)
+  if not holder or not token or not ends or token < 1 then
+    return 'not a lease record'
   end
-  local f = redis.call('HMGET', key, 'h', 'i', 't', 'e')
-  local token, ends = tonumber(f[3]), tonumber(f[4])
-  if not f[1] or not f[2] or not token or not ends or token < 1 then
-    return 'the hash lacks a holder, token or end'
-  end
-  return { holder = f[1], incarnation = f[2], token = token, ends = ends }
+  return { holder = holder, incarnation = incarnation, token = token, token_text = token_text, ends = ends }
+end
+
+-- Writes a record that Redis drops keep_ms from now. `token_text` and
+-- `ends_text` are decimal text.
+local function write_record(key, holder, incarnation, token_text, ends_text, keep_ms)
+  redis.call('SET', key,
+    'v2\n' .. holder .. '\n' .. incarnation .. '\n' .. token_text .. '\n' .. ends_text,
+    'PX', keep_ms)
 end
 
 local function is_live(record, now)
@@ -38,12 +62,12 @@ local function is_live(record, now)
 end
 
 local function is_fence(record, id, incarnation, token)
-  return record.holder == id and record.incarnation == incarnation and fmt(record.token) == token
+  return record.holder == id and record.incarnation == incarnation and record.token_text == token
 end
 
 -- The live grant as a reply: {'held', id, incarnation, token, microseconds left}.
 local function held(record, now)
-  return { 'held', record.holder, record.incarnation, fmt(record.token), fmt(record.ends - now) }
+  return { 'held', record.holder, record.incarnation, record.token_text, fmt(record.ends - now) }
 end
 
 -- Refuses a key that holds something other than a plain string.
@@ -51,4 +75,3 @@ local function string_kind(key)
   local kind = redis.call('TYPE', key)['ok']
   return kind == 'none' or kind == 'string', kind
 end
-

@@ -9,7 +9,6 @@ local record = read_record(KEYS[1])
 if not is_live(record, now) or not is_fence(record, ARGV[1], ARGV[2], ARGV[3]) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'e', '0')
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+write_record(KEYS[1], record.holder, record.incarnation, record.token_text, '0', tonumber(ARGV[4]))
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1

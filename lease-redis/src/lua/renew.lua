@@ -12,6 +12,6 @@ end
 if not is_fence(record, ARGV[1], ARGV[2], ARGV[3]) then
   return held(record, now)
 end
-redis.call('HSET', KEYS[1], 'e', fmt(now + tonumber(ARGV[4]) * 1000))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[5]))
+write_record(KEYS[1], record.holder, record.incarnation, record.token_text,
+  fmt(now + tonumber(ARGV[4]) * 1000), tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return { 'renewed' }
