@@ -119,6 +119,17 @@ impl Flawed {
         }
     }
 
+    /// For the check-then-write flaws: whether `fence` is the live grant
+    /// now, and if so a pause before the caller writes regardless.
+    async fn checked_then_gap(&self, fence: &Fence) -> bool {
+        let current = self.live(&self.state.lock().unwrap(), &fence.key, Instant::now());
+        let live = current.as_ref().is_some_and(|r| self.is_fence(r, fence));
+        if live {
+            tokio::time::sleep(GAP).await;
+        }
+        live
+    }
+
     /// The key as this store files it.
     fn filed(&self, key: &LeaseKey) -> LeaseKey {
         if self.has(Flaw::KeysCaseFolded) {
@@ -374,9 +385,7 @@ impl LeaseStore for Flawed {
         let ttl = self.ttl_for(Op::Reclaim, &observed.key, ttl)?;
         if self.has(Flaw::ReclaimNotAtomic) {
             // Compare, then write after a gap, whatever happened in it.
-            let current = self.live(&self.state.lock().unwrap(), &observed.key, Instant::now());
-            if current.as_ref().is_some_and(|r| self.is_fence(r, observed)) {
-                tokio::time::sleep(GAP).await;
+            if self.checked_then_gap(observed).await {
                 let mut state = self.state.lock().unwrap();
                 let mut grant =
                     self.grant(&mut state, &observed.key, holder, ttl, Instant::now(), None);
@@ -388,21 +397,17 @@ impl LeaseStore for Flawed {
     }
 
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
-        if self.has(Flaw::RenewNotAtomic) {
-            let current = self.live(&self.state.lock().unwrap(), &fence.key, Instant::now());
-            if current.as_ref().is_some_and(|r| self.is_fence(r, fence)) {
-                tokio::time::sleep(GAP).await;
-                let mut state = self.state.lock().unwrap();
-                let ttl = self.ttl(&fence.key, ttl)?;
-                return Ok(self.grant(
-                    &mut state,
-                    &fence.key,
-                    &fence.holder,
-                    ttl,
-                    Instant::now(),
-                    Some(fence.token.0),
-                ));
-            }
+        if self.has(Flaw::RenewNotAtomic) && self.checked_then_gap(fence).await {
+            let mut state = self.state.lock().unwrap();
+            let ttl = self.ttl(&fence.key, ttl)?;
+            return Ok(self.grant(
+                &mut state,
+                &fence.key,
+                &fence.holder,
+                ttl,
+                Instant::now(),
+                Some(fence.token.0),
+            ));
         }
         let renewed = self.renew_now(fence, ttl)?;
         self.expiry_after_reply(&fence.key, &Claim::Acquired(renewed.clone()))
@@ -411,17 +416,13 @@ impl LeaseStore for Flawed {
     }
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let now = Instant::now();
-        if self.has(Flaw::ReleaseNotAtomic) {
-            let current = self.live(&self.state.lock().unwrap(), &fence.key, now);
-            if current.as_ref().is_some_and(|r| self.is_fence(r, fence)) {
-                tokio::time::sleep(GAP).await;
-                self.state
-                    .lock()
-                    .unwrap()
-                    .leases
-                    .remove(&self.filed(&fence.key));
-                return Ok(true);
-            }
+        if self.has(Flaw::ReleaseNotAtomic) && self.checked_then_gap(fence).await {
+            self.state
+                .lock()
+                .unwrap()
+                .leases
+                .remove(&self.filed(&fence.key));
+            return Ok(true);
         }
         let mut state = self.state.lock().unwrap();
         match self.live(&state, &fence.key, now) {
@@ -523,17 +524,13 @@ impl LeaseStore for Flawed {
             value.to_vec()
         };
         let now = Instant::now();
-        if self.has(Flaw::GuardedWriteNotAtomic) {
-            let current = self.live(&self.state.lock().unwrap(), &fence.key, now);
-            if current.as_ref().is_some_and(|r| self.is_fence(r, fence)) {
-                tokio::time::sleep(GAP).await;
-                self.state
-                    .lock()
-                    .unwrap()
-                    .guarded
-                    .insert(target.clone(), value);
-                return Ok(());
-            }
+        if self.has(Flaw::GuardedWriteNotAtomic) && self.checked_then_gap(fence).await {
+            self.state
+                .lock()
+                .unwrap()
+                .guarded
+                .insert(target.clone(), value);
+            return Ok(());
         }
         let mut state = self.state.lock().unwrap();
         let current = self.live(&state, &fence.key, now);

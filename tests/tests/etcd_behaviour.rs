@@ -161,6 +161,20 @@ async fn rpc_counts(endpoint: &str) -> std::collections::BTreeMap<String, u64> {
     counts
 }
 
+/// The methods called between two counts, with how often.
+fn rpc_delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .filter_map(|(method, n)| {
+            let d = n - before.get(method).copied().unwrap_or(0);
+            (d > 0).then(|| (method.clone(), d))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_in_steady_state_is_one_rpc() {
     let Some(cluster) = cluster().await else {
@@ -198,13 +212,7 @@ async fn a_claim_in_steady_state_is_one_rpc() {
             .unwrap();
         assert!(claim.grant().is_some());
         let after = rpc_counts(endpoint).await;
-        let delta: Vec<_> = after
-            .iter()
-            .filter_map(|(method, n)| {
-                let d = n - before.get(method).copied().unwrap_or(0);
-                (d > 0).then(|| (method.clone(), d))
-            })
-            .collect();
+        let delta = rpc_delta(&before, &after);
         per_claim.push(delta);
     }
     for delta in &per_claim {
@@ -237,13 +245,7 @@ async fn a_renewal_is_one_read_and_one_keep_alive_with_no_raft_proposal() {
         );
         store.renew(&grant.fence, ttl).await.unwrap();
         let after = rpc_counts(endpoint).await;
-        let delta: Vec<_> = after
-            .iter()
-            .filter_map(|(method, n)| {
-                let d = n - rpcs.get(method).copied().unwrap_or(0);
-                (d > 0).then(|| (method.clone(), d))
-            })
-            .collect();
+        let delta = rpc_delta(&rpcs, &after);
         assert_eq!(
             delta,
             [("LeaseKeepAlive".to_owned(), 1), ("Range".to_owned(), 1)],
