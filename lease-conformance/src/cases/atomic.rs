@@ -11,6 +11,8 @@ use crate::{CaseError, ensure};
 
 /// How many callers race in each case.
 const RACERS: usize = 8;
+/// How many calls a racer makes at most before it must have been refused.
+const ATTEMPTS: usize = 500;
 
 fn joined<T>(results: Vec<Result<T, tokio::task::JoinError>>) -> Result<Vec<T>, CaseError> {
     results
@@ -68,22 +70,28 @@ cases! {
         for round in 0..3 {
             let k = key(&format!("atomic/renew/{round}"));
             let old = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
-            let renewals = (0..RACERS).map(|_| {
-                let (store, fence) = (Arc::clone(&s.store), old.fence.clone());
+            let renewed = Arc::new(tokio::sync::Notify::new());
+            // Renewers go on until refused, so some are mid-call when the
+            // takeover lands.
+            let renewals: Vec<_> = (0..RACERS).map(|_| {
+                let (store, fence, renewed) = (Arc::clone(&s.store), old.fence.clone(), renewed.clone());
                 tokio::spawn(async move {
-                    for _ in 0..4 {
+                    for _ in 0..ATTEMPTS {
                         match store.renew(&fence, t.long_ttl).await {
-                            Ok(_) => {}
+                            Ok(_) => renewed.notify_one(),
                             Err(LeaseError::Lost { .. }) => return Ok(()),
                             Err(other) => return Err(other),
                         }
                     }
                     Ok(())
                 })
-            });
+            }).collect();
             let taken = {
                 let (store, fence) = (Arc::clone(&s.store), old.fence.clone());
-                tokio::spawn(async move { store.reclaim(&fence, &holder("b", "1"), t.long_ttl).await })
+                tokio::spawn(async move {
+                    renewed.notified().await;
+                    store.reclaim(&fence, &holder("b", "1"), t.long_ttl).await
+                })
             };
             for outcome in joined(join_all(renewals).await)? {
                 outcome?;
@@ -127,22 +135,26 @@ cases! {
         for round in 0..3 {
             let (k, target) = (key(&format!("atomic/guarded/{round}")), key(&format!("atomic/guarded/{round}/data")));
             let old = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
-            let writers = (0..RACERS).map(|i| {
-                let (store, fence, target) = (Arc::clone(&s.store), old.fence.clone(), target.clone());
+            let written = Arc::new(tokio::sync::Notify::new());
+            // Writers go on until refused, so some are mid-write when the
+            // takeover lands.
+            let writers: Vec<_> = (0..RACERS).map(|i| {
+                let (store, fence, target, written) = (Arc::clone(&s.store), old.fence.clone(), target.clone(), written.clone());
                 tokio::spawn(async move {
-                    for n in 0..4 {
+                    for n in 0..ATTEMPTS {
                         match store.guarded_write(&fence, &target, format!("old-{i}-{n}").as_bytes()).await {
-                            Ok(()) => {}
+                            Ok(()) => written.notify_one(),
                             Err(LeaseError::Lost { .. }) => return Ok(()),
                             Err(other) => return Err(other),
                         }
                     }
                     Ok(())
                 })
-            });
+            }).collect();
             let takeover = {
                 let (store, fence, target) = (Arc::clone(&s.store), old.fence.clone(), target.clone());
                 tokio::spawn(async move {
+                    written.notified().await;
                     let new = store.reclaim(&fence, &holder("b", "1"), t.long_ttl).await?.acquired();
                     let new = new.ok_or_else(|| LeaseError::lost(&fence, None))?;
                     store.guarded_write(&new.fence, &target, b"new").await
