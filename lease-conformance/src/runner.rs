@@ -121,7 +121,7 @@ pub async fn run_cases(
 
 /// The test harness for a backend's conformance tests: one test per case,
 /// built from the suite's own case lists, with libtest's arguments and
-/// output (`cargo test -- NAME` filters, `--list` lists). Call it from a
+/// output (`cargo test -- NAME` filters by one name, `--list` lists). Call it from a
 /// test target with `harness = false`, usually through
 /// [`conformance_main!`](crate::conformance_main).
 ///
