@@ -129,7 +129,7 @@ cases! {
         Ok(())
     }
 
-    /// Guarded writes racing a takeover stop at it: once the new holder has written, no write with the old fence lands on top.
+    /// Guarded writes racing a takeover stop at it: no write with the old fence lands after the takeover, and the new holder's write sticks.
     async fn guarded_writes_stop_at_a_takeover(s) {
         let t = s.timing();
         for round in 0..3 {
@@ -157,15 +157,21 @@ cases! {
                     written.notified().await;
                     let new = store.reclaim(&fence, &holder("b", "1"), t.long_ttl).await?.acquired();
                     let new = new.ok_or_else(|| LeaseError::lost(&fence, None))?;
-                    store.guarded_write(&new.fence, &target, b"new").await
+                    // Whatever is there now was written before the takeover.
+                    let before = store.read_guarded(&target).await?;
+                    Ok::<_, LeaseError>((new, before))
                 })
             };
             for outcome in joined(join_all(writers).await)? {
                 outcome?;
             }
-            takeover.await.map_err(|e| CaseError::Failed(format!("the takeover panicked: {e}")))??;
+            let (new, before) = takeover.await.map_err(|e| CaseError::Failed(format!("the takeover panicked: {e}")))??;
+            let after = s.store.read_guarded(&target).await?;
+            let text = |v: &Option<Vec<u8>>| v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+            ensure!(after == before, "a write with the old fence landed after the takeover: {:?} became {:?}", text(&before), text(&after));
+            s.store.guarded_write(&new.fence, &target, b"new").await?;
             let value = s.store.read_guarded(&target).await?;
-            ensure!(value.as_deref() == Some(&b"new"[..]), "after the takeover's write the value is {:?}", value.map(|v| String::from_utf8_lossy(&v).into_owned()));
+            ensure!(value.as_deref() == Some(&b"new"[..]), "after the takeover's write the value is {:?}", text(&value));
         }
         Ok(())
     }
