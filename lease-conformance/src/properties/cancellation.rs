@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 use crate::Timing;
 
+/// The fewest rounds a run makes, whatever the settings say.
+const MIN_ROUNDS: u32 = 48;
+
 /// What one round's holder did, as far as it knows.
 #[derive(Default)]
 struct Trace {
@@ -66,7 +69,8 @@ pub(crate) async fn run(
     let caps = store.capabilities();
     let run_id = rand::random::<u32>();
     let latency = calibrate(&*store, &timing, run_id).await?;
-    let rounds = (0..rounds).map(|i| {
+    // Enough rounds that a flaw one cut in a few exposes is seen every run.
+    let rounds = (0..rounds.max(MIN_ROUNDS)).map(|i| {
         let round = Round {
             store: store.clone(),
             observer: observer.clone(),
@@ -76,6 +80,10 @@ pub(crate) async fn run(
             key: LeaseKey::new(format!("cancel/{run_id}/{i}")).expect("valid"),
             holder: Holder::new(format!("cut-{i}"), "1").expect("valid"),
             rng: StdRng::seed_from_u64(seed.wrapping_add(u64::from(i))),
+            // Calls take one round trip on some stores and several on
+            // others: half the rounds cut their last call around one, half
+            // later.
+            last_cut: if i % 2 == 0 { 0.3..1.2 } else { 1.0..3.0 },
         };
         async move {
             round
@@ -129,6 +137,8 @@ struct Round {
     key: LeaseKey,
     holder: Holder,
     rng: StdRng,
+    /// Where, in multiples of the latency, the round's last call is cut.
+    last_cut: std::ops::Range<f64>,
 }
 
 impl Round {
@@ -161,7 +171,14 @@ impl Round {
     /// last call of a round is cut most likely in flight: nothing after it
     /// can mend what it left behind.
     async fn call(&mut self, trace: &mut Trace, last: bool) -> bool {
-        let around = if last { 0.3..1.2 } else { 0.0..3.0 };
+        // Early calls are cut anywhere up to this round's range (before
+        // sending, in flight, after the reply); the last one where this
+        // round expects it in flight.
+        let around = if last {
+            self.last_cut.clone()
+        } else {
+            0.0..self.last_cut.end
+        };
         let cut_after = self.latency.mul_f64(self.rng.random_range(around));
         let ttl = self.ttl(trace);
         let fence = trace.fences.last().cloned();
