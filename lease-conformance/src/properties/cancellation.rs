@@ -3,15 +3,22 @@
 //! bounded by the server.
 //!
 //! Each round works on a key of its own. A holder runs a few calls — claims,
-//! renewals, takeovers, a leaser holding the lease for a while — each under
-//! a caller's timeout drawn at random around the store's own latency, so
-//! that some are cut before sending, some in flight, some after the server
-//! applied them. Then it stops, as a holder that lost its replies or was
+//! renewals, takeovers, a leaser holding the lease for a while — each cut
+//! off one of two ways: by a caller's timeout drawn at random around the
+//! store's own latency (some are cut before sending, some in flight, some
+//! after the server applied them), or by dropping the call's future at its
+//! first, second or third await point. Timeouts cut where a real caller's
+//! would; await-point cuts reach every step of a call whatever the machine's
+//! load, where a loaded scheduler can let a short window slip between two
+//! timer ticks. Then the holder stops, as one that lost its replies or was
 //! dropped would. Another client must be able to claim the key by
 //! `last moment any of those calls could have written + largest TTL +
 //! slack`, never before a deadline the holder was told of, with a higher
 //! token; and every fence the holder saw must then be refused.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use lease_core::{
@@ -25,6 +32,58 @@ use crate::Timing;
 
 /// The fewest rounds a run makes, whatever the settings say.
 const MIN_ROUNDS: u32 = 48;
+
+/// How a call is cut off.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// By a caller's timeout after this long.
+    After(Duration),
+    /// Its future dropped the n-th time it waits (n ≥ 1).
+    AtAwait(u32),
+}
+
+impl Cut {
+    /// Runs `call` until it ends or this cut stops it: `None` when cut.
+    async fn run<F: Future>(self, call: F) -> Option<F::Output> {
+        match self {
+            Self::After(after) => tokio::time::timeout(after, call).await.ok(),
+            Self::AtAwait(n) => {
+                let mut call = pin!(call);
+                let mut waits = 0;
+                std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                    Poll::Ready(out) => Poll::Ready(Some(out)),
+                    Poll::Pending => {
+                        waits += 1;
+                        if waits >= n {
+                            Poll::Ready(None)
+                        } else {
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::After(after) => write!(f, "after {after:?}"),
+            Self::AtAwait(n) => write!(f, "at await point {n}"),
+        }
+    }
+}
+
+/// Where a round cuts its last call.
+#[derive(Clone, Debug)]
+enum LastCut {
+    /// By a timeout this many latencies after the call starts.
+    Around(std::ops::Range<f64>),
+    /// At one of its first few await points.
+    AtAwait,
+}
 
 /// What one round's holder did, as far as it knows.
 #[derive(Default)]
@@ -81,9 +140,13 @@ pub(crate) async fn run(
             holder: Holder::new(format!("cut-{i}"), "1").expect("valid"),
             rng: StdRng::seed_from_u64(seed.wrapping_add(u64::from(i))),
             // Calls take one round trip on some stores and several on
-            // others: half the rounds cut their last call around one, half
-            // later.
-            last_cut: if i % 2 == 0 { 0.3..1.2 } else { 1.0..3.0 },
+            // others: a third of the rounds cut their last call around one,
+            // a third later, a third at an await point.
+            last_cut: match i % 3 {
+                0 => LastCut::Around(0.3..1.2),
+                1 => LastCut::Around(1.0..3.0),
+                _ => LastCut::AtAwait,
+            },
         };
         async move {
             round
@@ -137,8 +200,8 @@ struct Round {
     key: LeaseKey,
     holder: Holder,
     rng: StdRng,
-    /// Where, in multiples of the latency, the round's last call is cut.
-    last_cut: std::ops::Range<f64>,
+    /// Where the round's last call is cut.
+    last_cut: LastCut,
 }
 
 impl Round {
@@ -171,15 +234,16 @@ impl Round {
     /// last call of a round is cut most likely in flight: nothing after it
     /// can mend what it left behind.
     async fn call(&mut self, trace: &mut Trace, last: bool) -> bool {
-        // Early calls are cut anywhere up to this round's range (before
-        // sending, in flight, after the reply); the last one where this
-        // round expects it in flight.
-        let around = if last {
-            self.last_cut.clone()
-        } else {
-            0.0..self.last_cut.end
+        // Early calls are cut anywhere (before sending, in flight, after the
+        // reply); the last one where this round expects it in flight.
+        let cut = match (&self.last_cut, last) {
+            (LastCut::Around(range), true) => {
+                Cut::After(self.latency.mul_f64(self.rng.random_range(range.clone())))
+            }
+            (LastCut::AtAwait, true) => Cut::AtAwait(self.rng.random_range(1..=3)),
+            (_, false) if self.rng.random_bool(0.5) => Cut::AtAwait(self.rng.random_range(1..=4)),
+            (_, false) => Cut::After(self.latency.mul_f64(self.rng.random_range(0.0..3.0))),
         };
-        let cut_after = self.latency.mul_f64(self.rng.random_range(around));
         let ttl = self.ttl(trace);
         let fence = trace.fences.last().cloned();
         let choice = self.rng.random_range(0..4);
@@ -189,16 +253,12 @@ impl Round {
         {
             (1, Some(fence)) => (
                 "renew",
-                tokio::time::timeout(cut_after, store.renew(&fence, ttl))
-                    .await
-                    .ok()
-                    .map(|r| r.map(Some)),
+                cut.run(store.renew(&fence, ttl)).await.map(|r| r.map(Some)),
             ),
             (2, Some(fence)) => (
                 "reclaim",
-                tokio::time::timeout(cut_after, store.reclaim(&fence, &self.holder, ttl))
+                cut.run(store.reclaim(&fence, &self.holder, ttl))
                     .await
-                    .ok()
                     .map(|r| r.map(Claim::acquired)),
             ),
             (3, _) => {
@@ -206,9 +266,9 @@ impl Round {
                 // its renewals may be in flight.
                 let hold_for = self.timing.ttl.mul_f64(self.rng.random_range(0.0..1.5));
                 let leaser = Leaser::new(store, self.holder.clone(), ttl);
-                let acquired = tokio::time::timeout(cut_after, leaser.try_acquire(&self.key)).await;
+                let acquired = cut.run(leaser.try_acquire(&self.key)).await;
                 match acquired {
-                    Ok(Ok(Acquire::Held(lease))) => {
+                    Some(Ok(Acquire::Held(lease))) => {
                         tokio::time::sleep(hold_for).await;
                         trace.deadline = Some(lease.deadline());
                         if !trace.fences.contains(lease.fence()) {
@@ -217,16 +277,15 @@ impl Round {
                         drop(lease);
                         ("leaser held, then dropped", Some(Ok(None)))
                     }
-                    Ok(Ok(Acquire::Busy(_))) => ("leaser", Some(Ok(None))),
-                    Ok(Err(error)) => ("leaser", Some(Err(error))),
-                    Err(_) => ("leaser", None),
+                    Some(Ok(Acquire::Busy(_))) => ("leaser", Some(Ok(None))),
+                    Some(Err(error)) => ("leaser", Some(Err(error))),
+                    None => ("leaser", None),
                 }
             }
             _ => (
                 "claim",
-                tokio::time::timeout(cut_after, store.claim(&self.key, &self.holder, ttl))
+                cut.run(store.claim(&self.key, &self.holder, ttl))
                     .await
-                    .ok()
                     .map(|r| r.map(Claim::acquired)),
             ),
         };
@@ -248,7 +307,7 @@ impl Round {
             "{what} with TTL {ttl:?} at +{:?}: {}",
             started.elapsed().saturating_sub(ended.elapsed()),
             if was_cut {
-                format!("cut off after {cut_after:?}")
+                format!("cut off {cut}")
             } else {
                 "answered".into()
             }
