@@ -27,6 +27,8 @@ use lease_core::Holder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::keepalive::{Answer, KeepAlive};
+
 /// How much longer an etcd lease lives than the grant on it: etcd lease
 /// TTLs are whole seconds, and a pool lease is up to [`FRESH`] old when
 /// attached.
@@ -103,7 +105,7 @@ struct Shared {
     client: LeaseClient,
     call_timeout: Duration,
     state: Mutex<State>,
-    streams: AtomicUsize,
+    keep_alive: KeepAlive,
     granted: AtomicUsize,
     revoked: AtomicUsize,
     keep_alives: AtomicUsize,
@@ -120,10 +122,10 @@ impl Leases {
     pub fn new(client: LeaseClient, call_timeout: Duration, stop: CancellationToken) -> Self {
         let leases = Self {
             shared: Arc::new(Shared {
+                keep_alive: KeepAlive::new(client.clone(), call_timeout, stop.clone()),
                 client,
                 call_timeout,
                 state: Mutex::default(),
-                streams: AtomicUsize::new(0),
                 granted: AtomicUsize::new(0),
                 revoked: AtomicUsize::new(0),
                 keep_alives: AtomicUsize::new(0),
@@ -184,23 +186,16 @@ impl Leases {
     pub async fn refresh(&self, id: i64) -> Result<Instant, LeaseFailure> {
         let sent = Instant::now();
         self.shared.keep_alives.fetch_add(1, Ordering::Relaxed);
-        let stream = StreamCount::open(&self.shared.streams);
-        let mut client = self.shared.client.clone();
-        // The keeper sends one keep-alive as it opens and waits for its
-        // reply; dropping it closes the stream.
-        let answered = tokio::time::timeout(self.shared.call_timeout, client.keep_alive(id)).await;
-        drop(stream);
-        match answered {
-            Err(_) => Err(LeaseFailure::TimedOut),
-            Ok(Ok(_)) => {
+        match self.shared.keep_alive.send(id).await {
+            Answer::Alive => {
                 if let Some(lease) = self.state().in_use.get_mut(&id) {
                     lease.refreshed = lease.refreshed.max(sent);
                 }
                 Ok(sent)
             }
-            Ok(Err(Error::LeaseKeepAliveError(_))) => Err(LeaseFailure::Gone),
-            Ok(Err(error)) if is_lease_not_found(&error) => Err(LeaseFailure::Gone),
-            Ok(Err(error)) => Err(LeaseFailure::Call(error)),
+            Answer::Gone => Err(LeaseFailure::Gone),
+            Answer::Failed(error) => Err(LeaseFailure::Call(error)),
+            Answer::TimedOut => Err(LeaseFailure::TimedOut),
         }
     }
 
@@ -358,9 +353,14 @@ impl Leases {
         self.state().in_use.len()
     }
 
-    /// Keep-alive streams open right now (each carries one keep-alive).
+    /// Keep-alive streams open right now: 0 or 1.
     pub fn streams(&self) -> usize {
-        self.shared.streams.load(Ordering::Acquire)
+        self.shared.keep_alive.streams()
+    }
+
+    /// Keep-alives sent and not yet answered.
+    pub fn keep_alives_in_flight(&self) -> usize {
+        self.shared.keep_alive.in_flight()
     }
 
     /// Leases granted and revoked, and keep-alives sent, by this store so far.
@@ -376,21 +376,4 @@ impl Leases {
 /// Whether `error` is etcd saying a lease does not exist.
 pub(crate) fn is_lease_not_found(error: &Error) -> bool {
     matches!(error, Error::GRpcStatus(status) if status.message().contains("lease not found"))
-}
-
-/// Counts a keep-alive stream while it is open, also when its future is
-/// dropped.
-struct StreamCount<'a>(&'a AtomicUsize);
-
-impl<'a> StreamCount<'a> {
-    fn open(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
-    }
-}
-
-impl Drop for StreamCount<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }

@@ -38,8 +38,11 @@
 //!   hangs on) and one keep-alive of that lease: two RPCs, no raft
 //!   proposal. A renewal with another TTL moves the key onto a lease of that
 //!   TTL in one transaction (one raft write) and revokes the old lease.
-//!   Keep-alives travel on short streams that close with their reply, so no
-//!   stream outlives the call that opened it.
+//!   Every keep-alive of the store — renewals and pool refreshes — travels
+//!   on one multiplexed `LeaseKeepAlive` stream, opened on demand and
+//!   closed after a second with nothing to carry: etcd takes any lease id
+//!   on a stream and answers in order, so one stream serves every lease
+//!   and no keep-alive pays for a stream of its own.
 //! - **Release** is one transaction that deletes the key only if it is still
 //!   the fence's grant. For a grant this store made for that holder it
 //!   compares only the lease the key hangs on (a lease carries one grant of
@@ -85,6 +88,7 @@
 
 mod claim;
 mod config;
+mod keepalive;
 mod leases;
 mod record;
 mod store;

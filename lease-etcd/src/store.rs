@@ -55,9 +55,11 @@ impl fmt::Debug for EtcdStore {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LeaseCounts {
-    /// Keep-alive streams open right now (each carries one keep-alive and
-    /// closes on its reply).
+    /// Keep-alive streams open right now: at most one per store, closed
+    /// after a second with nothing to carry.
     pub keep_alive_streams: usize,
+    /// Keep-alives sent and not yet answered.
+    pub keep_alives_in_flight: usize,
     /// Idle etcd leases in the pool.
     pub idle_leases: usize,
     /// etcd leases attached to grants this store made and has not seen end.
@@ -155,6 +157,7 @@ impl EtcdStore {
         let (granted, revoked, keep_alives) = leases.totals();
         LeaseCounts {
             keep_alive_streams: leases.streams(),
+            keep_alives_in_flight: leases.keep_alives_in_flight(),
             idle_leases: leases.idle_count(),
             leases_in_use: leases.in_use_count(),
             leases_granted: granted,

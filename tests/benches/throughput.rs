@@ -340,6 +340,35 @@ async fn etcd() {
             })
         })
     };
+    // The cheapest safe release: a delete that cannot clear a newer grant
+    // must compare inside a transaction, which costs etcd more than the
+    // plain delete above.
+    let raw_guarded: Cycle = {
+        let kv = client.kv_client();
+        Arc::new(move |n| {
+            let mut kv = kv.clone();
+            Box::pin(async move {
+                let k = format!("raw-guarded/{n}");
+                let create = Txn::new()
+                    .when([Compare::create_revision(k.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(k.as_str(), "bench", None)]);
+                let created = kv.txn(create).await.expect("txn");
+                assert!(created.succeeded(), "{k} is taken");
+                let revision = created.header().expect("header").revision();
+                let delete = Txn::new()
+                    .when([Compare::create_revision(
+                        k.as_str(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::delete(k.as_str(), None)]);
+                assert!(
+                    kv.txn(delete).await.expect("txn").succeeded(),
+                    "{k} was not deleted"
+                );
+            })
+        })
+    };
     let lock_api: Cycle = Arc::new(move |n| {
         let mut client = client.clone();
         Box::pin(async move {
@@ -371,6 +400,10 @@ async fn etcd() {
         Contender {
             name: "raw txn create-if-absent + delete",
             cycle: raw,
+        },
+        Contender {
+            name: "raw txn create-if-absent + guarded txn delete",
+            cycle: raw_guarded,
         },
         Contender {
             name: "etcd lock API (grant, lock, unlock, revoke)",

@@ -138,13 +138,14 @@ async fn metrics_text(endpoint: &str) -> String {
     text
 }
 
-/// `grpc_server_started_total` summed over unary methods, by method.
+/// Requests etcd received (`grpc_server_msg_received_total`: one per unary
+/// call, one per message on a stream), by method.
 async fn rpc_counts(endpoint: &str) -> std::collections::BTreeMap<String, u64> {
     let text = metrics_text(endpoint).await;
     let mut counts = std::collections::BTreeMap::new();
     for line in text
         .lines()
-        .filter(|l| l.starts_with("grpc_server_started_total{"))
+        .filter(|l| l.starts_with("grpc_server_msg_received_total{"))
     {
         let method = line
             .split("grpc_method=\"")

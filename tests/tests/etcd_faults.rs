@@ -213,7 +213,7 @@ async fn a_lease_dropped_while_its_renewal_is_in_flight_ends_by_etcds_clock() {
         .set_replies(Replies::Delay(Duration::from_millis(400)));
     // Wait for a renewal's keep-alive to be on its way, then drop the lease.
     let started = Instant::now();
-    while rig.a.lease_counts().keep_alive_streams == 0 {
+    while rig.a.lease_counts().keep_alives_in_flight == 0 {
         assert!(started.elapsed() < TTL * 2, "no renewal was sent");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
