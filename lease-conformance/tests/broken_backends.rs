@@ -69,6 +69,14 @@ enum Flaw {
     WaitIgnoresCorrupt,
     /// Keeps a record per key ever used.
     RecordsKeptForever,
+    /// One refused fence fails the whole batch.
+    RenewManyFailsWhole,
+    /// A batch answers its renewals sorted, successes first.
+    RenewManyOutOfOrder,
+    /// A batch compares holder and token but not expiry.
+    RenewManyRevives,
+    /// A batch renews every fence with the first one's TTL.
+    RenewManyFirstTtl,
 }
 
 /// How long a check-then-write flaw waits between the two.
@@ -414,6 +422,44 @@ impl LeaseStore for Flawed {
             .await;
         Ok(renewed)
     }
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        let mut results = Vec::new();
+        for (fence, ttl) in renewals {
+            let ttl = match renewals.first() {
+                Some((_, first)) if self.has(Flaw::RenewManyFirstTtl) => *first,
+                _ => *ttl,
+            };
+            let revived = self.has(Flaw::RenewManyRevives)
+                && {
+                    let state = self.state.lock().unwrap();
+                    matches!(state.leases.get(&self.filed(&fence.key)), Some(Ok(rec)) if self.is_fence(rec, fence))
+                };
+            if revived && let Ok(ttl) = self.ttl(&fence.key, ttl) {
+                let mut state = self.state.lock().unwrap();
+                results.push(Ok(self.grant(
+                    &mut state,
+                    &fence.key,
+                    &fence.holder,
+                    ttl,
+                    Instant::now(),
+                    Some(fence.token.0),
+                )));
+                continue;
+            }
+            results.push(self.renew(fence, ttl).await);
+        }
+        if self.has(Flaw::RenewManyFailsWhole) && results.iter().any(Result::is_err) {
+            return renewals
+                .iter()
+                .map(|(f, _)| Err(LeaseError::lost(f, None)))
+                .collect();
+        }
+        if self.has(Flaw::RenewManyOutOfOrder) {
+            results.sort_by_key(Result::is_err);
+        }
+        results
+    }
+
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let now = Instant::now();
         if self.has(Flaw::ReleaseNotAtomic) && self.checked_then_gap(fence).await {
@@ -746,5 +792,9 @@ caught! {
     wait_woken_by_renewals_is_caught: WaitWakesOnRenewal => ["wait_sleeps_through_renewals"];
     wait_ignoring_corrupt_records_is_caught: WaitIgnoresCorrupt => ["wait_treats_a_corrupt_record_as_free"];
     records_kept_forever_are_caught: RecordsKeptForever => ["records_stay_bounded_by_live_and_recent_grants"];
+    batch_failing_whole_is_caught: RenewManyFailsWhole => ["renew_many_answers_each_fence_as_renew_would"];
+    batch_out_of_order_is_caught: RenewManyOutOfOrder => ["renew_many_answers_each_fence_as_renew_would"];
+    batch_reviving_expired_grants_is_caught: RenewManyRevives => ["renew_many_answers_each_fence_as_renew_would"];
+    batch_with_the_first_ttl_is_caught: RenewManyFirstTtl => ["renew_many_answers_each_fence_as_renew_would"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
 }

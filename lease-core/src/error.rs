@@ -248,6 +248,27 @@ impl LeaseError {
         matches!(self, LeaseError::Lost { .. })
     }
 
+    /// The same failure, told of `key`: for a call that carried several
+    /// keys (a batch renewal) and failed as a whole. Keeps the operation,
+    /// whether the outcome is unknown, and the message.
+    pub fn for_key(&self, key: &LeaseKey) -> Self {
+        match self {
+            LeaseError::Timeout { op, after, .. } => LeaseError::Timeout {
+                op: *op,
+                key: key.clone(),
+                after: *after,
+            },
+            LeaseError::Backend {
+                backend,
+                op,
+                indeterminate,
+                source,
+                ..
+            } => LeaseError::backend(backend, *op, key, *indeterminate, source.to_string()),
+            other => LeaseError::backend("batch", Op::Renew, key, true, other.to_string()),
+        }
+    }
+
     /// A backend failure, for adapters.
     pub fn backend(
         backend: &'static str,

@@ -5,20 +5,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::keeper::{Entry, Keeper, KeeperStats, LostReason, lock};
 use crate::{Claim, DynLeaseStore, Fence, Holder, LeaseError, LeaseKey, LeaseRecord};
 
 /// Acquires leases for one holder and keeps them alive.
 ///
 /// A held lease is renewed every `renew_every` (a third of the TTL by
-/// default), so two renewals can fail before the lease is at risk. Failed
-/// renewals that may be transient (timeouts, connection errors) are retried
-/// until the deadline; a refused renewal ([`LeaseError::Lost`]) or a
-/// deadline reached without a successful renewal ends the lease and cancels
-/// its [`HeldLease::lost`] token at once.
+/// default), so two renewals can fail before the lease is at risk. One
+/// keeper per leaser, shared by its clones, renews all of its leases in
+/// batches ([`LeaseStore::renew_many`](crate::LeaseStore::renew_many)),
+/// with a bounded number of calls in flight. Failed renewals that may be
+/// transient (timeouts, connection errors) are retried with backoff and
+/// jitter until the deadline; a refused renewal ([`LeaseError::Lost`]) or
+/// a deadline reached without a successful renewal ends that lease — and
+/// only that one — and cancels its [`HeldLease::lost`] token at once.
 ///
 /// A leaser and its clones hold a key at most once: while a [`HeldLease`]
 /// from it is alive, acquiring the same key again is busy, even though the
@@ -33,18 +36,20 @@ pub struct Leaser {
     renew_every: Duration,
     retry_every: Duration,
     held: Arc<Mutex<HashSet<LeaseKey>>>,
+    keeper: Keeper,
 }
 
 impl Leaser {
     /// A leaser for `holder` on `store`, granting leases of `ttl`.
     pub fn new(store: DynLeaseStore, holder: Holder, ttl: Duration) -> Self {
         Self {
-            store,
             holder,
             ttl,
             renew_every: ttl / 3,
             retry_every: (ttl / 10).max(Duration::from_millis(1)),
             held: Arc::default(),
+            keeper: Keeper::new(store.clone()),
+            store,
         }
     }
 
@@ -70,6 +75,12 @@ impl Leaser {
     pub fn retry_every(mut self, every: Duration) -> Self {
         self.retry_every = every.max(Duration::from_millis(1));
         self
+    }
+
+    /// What this leaser's keeper (shared with its clones) holds and has
+    /// done: leases held, renewal calls, failures and losses.
+    pub fn stats(&self) -> KeeperStats {
+        self.keeper.stats()
     }
 
     /// The holder this leaser claims as.
@@ -149,17 +160,6 @@ impl Acquire {
     }
 }
 
-/// Why a held lease was lost.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LostReason {
-    /// The store refused a renewal: the grant was released, expired or
-    /// superseded. Carries the record the store holds now.
-    Refused(Option<LeaseRecord>),
-    /// The deadline came before any renewal succeeded (the store did not
-    /// answer, or only with errors).
-    DeadlinePassed,
-}
-
 /// A lease held and kept alive in the background.
 ///
 /// Its [`lost`](HeldLease::lost) token is cancelled the moment the holder
@@ -174,32 +174,29 @@ pub struct HeldLease {
     deadline: watch::Receiver<Instant>,
     lost: CancellationToken,
     reason: Arc<Mutex<Option<LostReason>>>,
-    task: JoinHandle<()>,
+    keeper: Keeper,
+    entry: u64,
     held: Arc<Mutex<HashSet<LeaseKey>>>,
 }
 
 impl HeldLease {
     fn start(leaser: &Leaser, grant: crate::Grant) -> Self {
-        let (deadline_tx, deadline) = watch::channel(grant.deadline);
-        let lost = CancellationToken::new();
-        let reason = Arc::new(Mutex::new(None));
-        let keeper = Keeper {
-            store: leaser.store.clone(),
-            fence: grant.fence.clone(),
-            ttl: leaser.ttl,
-            renew_every: leaser.renew_every,
-            retry_every: leaser.retry_every,
-            deadline: deadline_tx,
-            lost: lost.clone(),
-            reason: reason.clone(),
-        };
+        let (entry, deadline) = Entry::new(
+            grant.fence.clone(),
+            leaser.ttl,
+            leaser.renew_every,
+            leaser.retry_every,
+            &grant,
+        );
+        let (lost, reason) = (entry.lost.clone(), entry.reason.clone());
         Self {
             fence: grant.fence,
             store: leaser.store.clone(),
             deadline,
             lost,
             reason,
-            task: tokio::spawn(keeper.run()),
+            entry: leaser.keeper.add(entry),
+            keeper: leaser.keeper.clone(),
             held: leaser.held.clone(),
         }
     }
@@ -243,7 +240,7 @@ impl HeldLease {
     }
 
     fn stop(&self) {
-        self.task.abort();
+        self.keeper.remove(self.entry);
         self.lost.cancel();
         lock(&self.held).remove(&self.fence.key);
     }
@@ -252,64 +249,5 @@ impl HeldLease {
 impl Drop for HeldLease {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Every lock here guards a value a panic cannot leave half-written.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The background task that renews one grant.
-struct Keeper {
-    store: DynLeaseStore,
-    fence: Fence,
-    ttl: Duration,
-    renew_every: Duration,
-    retry_every: Duration,
-    deadline: watch::Sender<Instant>,
-    lost: CancellationToken,
-    reason: Arc<Mutex<Option<LostReason>>>,
-}
-
-impl Keeper {
-    async fn run(self) {
-        let mut next_renewal = Instant::now() + self.renew_every;
-        loop {
-            let deadline = *self.deadline.borrow();
-            tokio::select! {
-                biased;
-                () = sleep_until(deadline) => return self.lose(LostReason::DeadlinePassed),
-                () = sleep_until(next_renewal) => {}
-            }
-            let outcome = tokio::select! {
-                biased;
-                () = sleep_until(deadline) => return self.lose(LostReason::DeadlinePassed),
-                outcome = self.store.renew(&self.fence, self.ttl) => outcome,
-            };
-            match outcome {
-                Ok(grant) => {
-                    // A renewal sent before the current deadline was set
-                    // cannot move it backwards.
-                    self.deadline.send_modify(|d| *d = (*d).max(grant.deadline));
-                    next_renewal = Instant::now() + self.renew_every;
-                }
-                Err(LeaseError::Lost { current, .. }) => {
-                    return self.lose(LostReason::Refused(current.map(|record| *record)));
-                }
-                Err(error) => {
-                    tracing::warn!(fence = %self.fence, %error, "lease renewal failed; retrying");
-                    next_renewal = Instant::now() + self.retry_every;
-                }
-            }
-        }
-    }
-
-    fn lose(&self, reason: LostReason) {
-        tracing::warn!(fence = %self.fence, ?reason, "lease lost");
-        *lock(&self.reason) = Some(reason);
-        self.lost.cancel();
     }
 }

@@ -60,6 +60,7 @@
 mod clock;
 mod error;
 mod fenced;
+mod keeper;
 mod key;
 mod leaser;
 mod memory;
@@ -70,8 +71,9 @@ mod types;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{BoxError, LeaseError, Op, marker_text, with_timeout};
 pub use fenced::FencedResource;
+pub use keeper::{KeeperStats, LostReason, MAX_BATCH, MAX_IN_FLIGHT};
 pub use key::{LeaseKey, MAX_KEY_LEN};
-pub use leaser::{Acquire, HeldLease, Leaser, LostReason};
+pub use leaser::{Acquire, HeldLease, Leaser};
 pub use memory::MemoryStore;
 pub use round::Round;
 pub use store::{Capabilities, DynLeaseStore, LeaseStore};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::join_all;
 
 use crate::types::round_up;
 use crate::{Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord};
@@ -191,6 +192,18 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// the live grant (released, expired, superseded, unknown);
     /// [`LeaseError::InvalidTtl`]; timeouts and backend errors.
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError>;
+
+    /// Renews a batch of grants, each `(fence, ttl)` as [`LeaseStore::renew`]
+    /// would, in as few round trips as the backend allows. Returns one
+    /// result per renewal, in order, each exactly what `renew` would have
+    /// answered for it — its own grant and deadline, or its own error —
+    /// and one bad fence never fails the others.
+    ///
+    /// The default renews them all at once, one `renew` each; backends
+    /// with a batch form override it.
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        join_all(renewals.iter().map(|(fence, ttl)| self.renew(fence, *ttl))).await
+    }
 
     /// Ends the grant `fence` proves, if it is the current one; never touches
     /// a newer grant. Idempotent. Returns whether it released anything.

@@ -2,7 +2,7 @@
 //! paused clock, so waits are instant and exact.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +29,10 @@ struct Flaky {
     hang_renewals: AtomicBool,
     failing_renewals: AtomicUsize,
     renewals: AtomicUsize,
+    /// `renew_many` calls.
+    batches: AtomicUsize,
+    /// How long each `renew_many` call takes, in ms.
+    batch_delay_ms: AtomicU64,
 }
 
 #[async_trait]
@@ -57,6 +61,16 @@ impl LeaseStore for Flaky {
             });
         }
         self.inner.renew(fence, ttl).await
+    }
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        let delay = self.batch_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let mut results = Vec::new();
+        for (fence, ttl) in renewals {
+            results.push(self.renew(fence, *ttl).await);
+        }
+        results
     }
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         self.inner.release(fence).await
@@ -276,4 +290,109 @@ async fn a_leaser_holds_a_key_once() {
     assert!(record.remaining <= TTL, "the held grant was not refreshed");
     lease.release().await.unwrap();
     assert!(leaser.try_acquire(&k).await.unwrap().held().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_leases_share_batched_renewals() {
+    let store = Arc::new(Flaky::default());
+    let leaser = Leaser::new(store.clone(), holder("a"), TTL);
+    let mut leases = Vec::new();
+    // Acquired over half a renewal period: they still share batches.
+    for i in 0..1200 {
+        leases.push(hold(&leaser, &key(&format!("many/{i}"))).await);
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+    let before = store.batches.load(Ordering::SeqCst);
+    tokio::time::sleep(TTL * 3).await;
+    let calls = store.batches.load(Ordering::SeqCst) - before;
+    let renewals = store.renewals.load(Ordering::SeqCst);
+    assert!(leases.iter().all(|l| !l.is_lost()), "a lease was lost");
+    // 9 renewal periods; the leases fall in at most two groups a quarter
+    // period apart, each of at most ceil(600 / 512) = 2 calls. A keeper
+    // renewing each lease on its own would make 10,800 calls.
+    assert!(
+        calls <= 9 * 4 + 4,
+        "{calls} renew_many calls for 1200 leases over 9 periods"
+    );
+    assert!(
+        (1200 * 9..=1200 * 13).contains(&renewals),
+        "{renewals} renewals for 1200 leases over 9 periods"
+    );
+    let stats = leaser.stats();
+    assert_eq!(stats.held, 1200, "{stats:?}");
+    assert!(
+        stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_inside_a_batch_loses_only_that_lease() {
+    let store = Arc::new(Flaky::default());
+    let leaser = Leaser::new(store.clone(), holder("a"), TTL);
+    let mut leases = Vec::new();
+    for i in 0..5 {
+        leases.push(hold(&leaser, &key(&format!("batch/{i}"))).await);
+    }
+    let thief = store
+        .reclaim(leases[2].fence(), &holder("b"), TTL)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    leases[2].lost().cancelled().await;
+    match leases[2].lost_reason() {
+        Some(LostReason::Refused(Some(record))) => assert_eq!(record.fence(), thief.fence),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(TTL * 2).await;
+    for (i, lease) in leases.iter().enumerate().filter(|(i, _)| *i != 2) {
+        assert!(!lease.is_lost(), "lease {i} was lost with lease 2");
+        assert!(store.check(lease.fence()).await.unwrap());
+    }
+    let stats = leaser.stats();
+    assert_eq!((stats.held, stats.lost_refused), (4, 1), "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_lease_fires_at_its_own_deadline_inside_a_batch() {
+    let store = Arc::new(Flaky::default());
+    let leaser = Leaser::new(store.clone(), holder("a"), TTL);
+    let mut leases = Vec::new();
+    for i in 0..3 {
+        leases.push(hold(&leaser, &key(&format!("deadline/{i}"))).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.hang_renewals.store(true, Ordering::SeqCst);
+    for lease in &leases {
+        let deadline = lease.deadline();
+        lease.lost().cancelled().await;
+        assert_eq!(Instant::now(), deadline, "fires at its own deadline");
+        assert_eq!(lease.lost_reason(), Some(LostReason::DeadlinePassed));
+    }
+    assert_eq!(leaser.stats().lost_deadline, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_store_sees_a_bounded_number_of_calls() {
+    let store = Arc::new(Flaky::default());
+    // Each call takes a fifth of the TTL: calls pile up unless bounded.
+    store.batch_delay_ms.store(600, Ordering::SeqCst);
+    let leaser = Leaser::new(store.clone(), holder("a"), TTL);
+    let mut leases = Vec::new();
+    for i in 0..3000 {
+        leases.push(hold(&leaser, &key(&format!("slow/{i}"))).await);
+    }
+    tokio::time::sleep(TTL * 3).await;
+    let stats = leaser.stats();
+    assert!(
+        stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
+        "{stats:?}"
+    );
+    assert!(
+        leases.iter().all(|l| !l.is_lost()),
+        "a lease was lost: {stats:?}"
+    );
 }

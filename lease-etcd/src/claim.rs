@@ -129,6 +129,22 @@ impl EtcdStore {
         sent: Instant,
     ) -> Result<Result<(), Found>, LeaseError> {
         let found = self.read(op, key).await?;
+        self.refresh_found(op, key, holder, revision, ttl, sent, found)
+            .await
+    }
+
+    /// [`EtcdStore::refresh`] once the key was read as `found`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn refresh_found(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        holder: &Holder,
+        revision: i64,
+        ttl: Duration,
+        sent: Instant,
+        found: Found,
+    ) -> Result<Result<(), Found>, LeaseError> {
         let held = match &found {
             Found::Held(held) if held.is(holder, revision) => held.clone(),
             _ => return Ok(Err(found)),

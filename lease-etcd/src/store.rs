@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, KeyValue, KvClient, Txn, TxnOp,
-    TxnResponse,
+    TxnOpResponse, TxnResponse,
 };
 use lease_core::{
     Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, LeaseStore, Op,
@@ -21,6 +21,8 @@ use crate::leases::{LeaseFailure, Leases, MARGIN};
 use crate::record::{self, Found, Held, holds, revision_of, token_of};
 
 pub(crate) const BACKEND: &str = "etcd";
+/// etcd's default limit on operations in one transaction (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
 
 /// A [`LeaseStore`] on etcd. Clones share one connection and one pool of
 /// idle etcd leases.
@@ -218,6 +220,59 @@ impl EtcdStore {
         Ok(Found::from_kv(kv.as_ref()))
     }
 
+    /// Reads the records of up to [`MAX_TXN_OPS`] renewals in one
+    /// read-only transaction (a linearizable read, no raft proposal): what
+    /// it found for each.
+    async fn read_many(
+        &self,
+        batch: &[(usize, &Fence, Duration, i64)],
+    ) -> Vec<Result<Found, LeaseError>> {
+        let Some((_, first, _, _)) = batch.first() else {
+            return Vec::new();
+        };
+        let gets: Vec<TxnOp> = batch
+            .iter()
+            .map(|(_, fence, _, _)| TxnOp::get(self.record_key(&fence.key), None))
+            .collect();
+        match self
+            .txn(Op::Renew, &first.key, Txn::new().and_then(gets))
+            .await
+        {
+            Ok(response) => {
+                let kvs: Vec<Option<KeyValue>> = response
+                    .op_responses()
+                    .into_iter()
+                    .map(|r| match r {
+                        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                        _ => None,
+                    })
+                    .collect();
+                if kvs.len() != batch.len() {
+                    return batch
+                        .iter()
+                        .map(|(_, fence, _, _)| {
+                            let why = format!("{} answers to {} reads", kvs.len(), batch.len());
+                            Err(LeaseError::backend(
+                                BACKEND,
+                                Op::Renew,
+                                &fence.key,
+                                false,
+                                why,
+                            ))
+                        })
+                        .collect();
+                }
+                kvs.iter()
+                    .map(|kv| Ok(Found::from_kv(kv.as_ref())))
+                    .collect()
+            }
+            Err(error) => batch
+                .iter()
+                .map(|(_, fence, _, _)| Err(error.for_key(&fence.key)))
+                .collect(),
+        }
+    }
+
     /// `held` as a record, its time left an upper bound: the TTL granted.
     pub(crate) fn record_of(&self, key: &LeaseKey, held: &Held) -> LeaseRecord {
         LeaseRecord {
@@ -329,6 +384,59 @@ impl LeaseStore for EtcdStore {
             Ok(()) => Ok(Grant::new(fence.clone(), ttl, sent, false)),
             Err(found) => Err(self.lost(fence, &found)),
         }
+    }
+
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        // Every deadline counts from the call: no request of it is sent
+        // earlier.
+        let sent = Instant::now();
+        let mut results: Vec<Option<Result<Grant, LeaseError>>> =
+            renewals.iter().map(|_| None).collect();
+        let mut valid = Vec::with_capacity(renewals.len());
+        let mut unknown = Vec::new();
+        for (i, (fence, ttl)) in renewals.iter().enumerate() {
+            match (
+                self.capabilities().grant_ttl(&fence.key, *ttl),
+                revision_of(fence.token),
+            ) {
+                (Err(error), _) => results[i] = Some(Err(error)),
+                (Ok(ttl), Some(revision)) => valid.push((i, fence, ttl, revision)),
+                // No grant of this store has that token: renew says so.
+                (Ok(ttl), None) => unknown.push((i, fence, ttl)),
+            }
+        }
+        let reads = valid.chunks(MAX_TXN_OPS).map(|batch| self.read_many(batch));
+        let (found, refused) = tokio::join!(
+            futures::future::join_all(reads),
+            futures::future::join_all(
+                unknown
+                    .iter()
+                    .map(|&(i, fence, ttl)| async move { (i, self.renew(fence, ttl).await) })
+            ),
+        );
+        for (i, outcome) in refused {
+            results[i] = Some(outcome);
+        }
+        let renewed = valid.iter().zip(found.into_iter().flatten()).map(
+            |(&(i, fence, ttl, revision), found)| async move {
+                let key = &fence.key;
+                let outcome = match found {
+                    Err(error) => Err(error),
+                    Ok(found) => self
+                        .refresh_found(Op::Renew, key, &fence.holder, revision, ttl, sent, found)
+                        .await
+                        .and_then(|refreshed| match refreshed {
+                            Ok(()) => Ok(Grant::new(fence.clone(), ttl, sent, false)),
+                            Err(found) => Err(self.lost(fence, &found)),
+                        }),
+                };
+                (i, outcome)
+            },
+        );
+        for (i, outcome) in futures::future::join_all(renewed).await {
+            results[i] = Some(outcome);
+        }
+        results.into_iter().flatten().collect()
     }
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {

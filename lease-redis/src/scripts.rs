@@ -15,6 +15,7 @@ macro_rules! script {
 pub(crate) struct Scripts {
     pub claim: Script,
     pub renew: Script,
+    pub renew_many: Script,
     pub release: Script,
     pub inspect: Script,
     pub guarded_write: Script,
@@ -28,6 +29,7 @@ impl Scripts {
         Self {
             claim: script!("claim.lua"),
             renew: script!("renew.lua"),
+            renew_many: script!("renew_many.lua"),
             release: script!("release.lua"),
             inspect: script!("inspect.lua"),
             guarded_write: script!("guarded_write.lua"),

@@ -19,6 +19,10 @@ use crate::scripts::Scripts;
 use crate::wait::Notifier;
 
 const BACKEND: &str = "redis";
+/// Renewals per `renew_many` script call: large enough that 10,000 leases
+/// take 20 calls, small enough that one call holds the server for a few
+/// milliseconds at most.
+const RENEW_BATCH: usize = 500;
 
 /// A [`LeaseStore`] on Redis. Clones share one connection.
 #[derive(Clone)]
@@ -236,6 +240,85 @@ impl RedisStore {
         }
     }
 
+    /// What a renew reply means for `fence`.
+    fn renewed(
+        &self,
+        fence: &Fence,
+        ttl: Duration,
+        sent: Instant,
+        reply: &Reply,
+    ) -> Result<Grant, LeaseError> {
+        if reply.tag() == b"renewed" {
+            return Ok(Grant::new(fence.clone(), ttl, sent, false));
+        }
+        Err(LeaseError::lost(
+            fence,
+            self.current(Op::Renew, &fence.key, reply)?,
+        ))
+    }
+
+    /// One `renew_many` script call for up to [`RENEW_BATCH`] renewals of
+    /// valid TTLs: one result each, in order.
+    async fn renew_batch(
+        &self,
+        batch: &[(usize, &Fence, Duration)],
+    ) -> Vec<Result<Grant, LeaseError>> {
+        let Some((_, first, _)) = batch.first() else {
+            return Vec::new();
+        };
+        let keys: Vec<String> = batch
+            .iter()
+            .map(|(_, f, _)| self.record_key(&f.key))
+            .collect();
+        let texts: Vec<[Vec<u8>; 4]> = batch
+            .iter()
+            .map(|(_, fence, ttl)| {
+                let [id, incarnation, token] = Self::fence_args(fence);
+                [
+                    id,
+                    incarnation,
+                    token,
+                    ttl.as_millis().to_string().into_bytes(),
+                ]
+            })
+            .collect();
+        let retention = self.retention_ms();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + texts.len() * 4);
+        args.push(retention.as_bytes());
+        args.extend(texts.iter().flatten().map(Vec::as_slice));
+        let sent = Instant::now();
+        let replies = self
+            .run::<Vec<Vec<Vec<u8>>>>(
+                Op::Renew,
+                &first.key,
+                &self.inner.scripts.renew_many,
+                &keys,
+                &args,
+            )
+            .await;
+        match replies {
+            Ok(replies) if replies.len() == batch.len() => batch
+                .iter()
+                .zip(replies)
+                .map(|((_, fence, ttl), reply)| self.renewed(fence, *ttl, sent, &Reply(reply)))
+                .collect(),
+            Ok(replies) => batch
+                .iter()
+                .map(|(_, fence, _)| {
+                    Err(malformed(
+                        Op::Renew,
+                        &fence.key,
+                        format!("{} replies to a batch of {}", replies.len(), batch.len()),
+                    ))
+                })
+                .collect(),
+            Err(error) => batch
+                .iter()
+                .map(|(_, fence, _)| Err(error.for_key(&fence.key)))
+                .collect(),
+        }
+    }
+
     fn fence_args(fence: &Fence) -> [Vec<u8>; 3] {
         [
             fence.holder.id().as_bytes().to_vec(),
@@ -393,13 +476,31 @@ impl LeaseStore for RedisStore {
                 &args,
             )
             .await?;
-        if reply.tag() == b"renewed" {
-            return Ok(Grant::new(fence.clone(), ttl, sent, false));
+        self.renewed(fence, ttl, sent, &reply)
+    }
+
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        let mut results: Vec<Option<Result<Grant, LeaseError>>> =
+            renewals.iter().map(|_| None).collect();
+        let mut valid = Vec::with_capacity(renewals.len());
+        for (i, (fence, ttl)) in renewals.iter().enumerate() {
+            match self.capabilities().grant_ttl(&fence.key, *ttl) {
+                Ok(ttl) => valid.push((i, fence, ttl)),
+                Err(error) => results[i] = Some(Err(error)),
+            }
         }
-        Err(LeaseError::lost(
-            fence,
-            self.current(Op::Renew, key, &reply)?,
-        ))
+        let batches = valid
+            .chunks(RENEW_BATCH)
+            .map(|batch| self.renew_batch(batch));
+        for (batch, outcomes) in valid
+            .chunks(RENEW_BATCH)
+            .zip(futures::future::join_all(batches).await)
+        {
+            for ((i, _, _), outcome) in batch.iter().zip(outcomes) {
+                results[*i] = Some(outcome);
+            }
+        }
+        results.into_iter().flatten().collect()
     }
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {

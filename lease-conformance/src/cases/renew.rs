@@ -90,4 +90,90 @@ cases! {
         let never = Fence { key: key("renew/never-claimed"), ..grant.fence.clone() };
         expect_lost("a fence on a key never claimed", s.store.renew(&never, t.long_ttl).await)
     }
+
+    /// A batch renewal answers every fence as `renew` would, in order, each on its own: live grants renewed with their own TTL and deadline; released, superseded, expired and unknown fences refused with Lost (the superseded one carrying the newer record); an invalid TTL refused with InvalidTtl; and none of the refusals disturbs the others.
+    async fn renew_many_answers_each_fence_as_renew_would(s) {
+        let t = s.timing();
+        let (a, b) = (holder("a", "1"), holder("b", "1"));
+        let expired = acquire(&*s.store, &key("many/expired"), &a, t.ttl).await?;
+        let live = acquire(&*s.store, &key("many/live"), &a, t.long_ttl).await?.value;
+        let released = acquire(&*s.store, &key("many/released"), &a, t.long_ttl).await?.value;
+        s.store.release(&released.fence).await?;
+        let old = acquire(&*s.store, &key("many/superseded"), &a, t.long_ttl).await?.value;
+        let newer = s.store.reclaim(&old.fence, &b, t.long_ttl).await?.acquired();
+        let newer = newer.ok_or_else(|| CaseError::Failed("reclaim refused".into()))?;
+        let other = acquire(&*s.store, &key("many/other-live"), &b, t.long_ttl).await?.value;
+        let unknown = Fence { token: lease_core::FencingToken(live.token().0 + 1_000_000), key: key("many/never-claimed"), ..live.fence.clone() };
+        t.sleep_past_expiry(expired.replied, expired.value.ttl).await;
+        let batch = vec![
+            (live.fence.clone(), t.long_ttl),
+            (released.fence.clone(), t.long_ttl),
+            (old.fence.clone(), t.long_ttl),
+            (expired.value.fence.clone(), t.long_ttl),
+            (unknown.clone(), t.long_ttl),
+            (other.fence.clone(), t.ttl),
+            (other.fence.clone(), std::time::Duration::ZERO),
+        ];
+        let sent = tokio::time::Instant::now();
+        let results = s.store.renew_many(&batch).await;
+        ensure!(results.len() == batch.len(), "{} results for a batch of {}", results.len(), batch.len());
+        let mut results = results.into_iter();
+        let mut next = || results.next().expect("counted");
+        match next() {
+            Ok(grant) => {
+                ensure!(grant.fence == live.fence && !grant.fresh, "the live grant came back as {grant:?}");
+                ensure!(grant.ttl >= t.long_ttl, "renewed for {:?}, not the {:?} asked", grant.ttl, t.long_ttl);
+                ensure!(grant.deadline <= sent + grant.ttl + crate::check::SEND_ALLOWANCE, "deadline {:?} after sending is later than the TTL granted", grant.deadline - sent);
+            }
+            Err(e) => ensure!(false, "renewing the live grant in a batch failed: {e}"),
+        }
+        expect_lost("a released grant in a batch", next())?;
+        match next() {
+            Err(LeaseError::Lost { current, .. }) => ensure!(current.as_deref().is_some_and(|r| r.is(&newer.fence)), "Lost should carry the newer record, not {current:?}"),
+            other => ensure!(false, "renewing a superseded grant in a batch gave {other:?}"),
+        }
+        expect_lost("an expired grant in a batch", next())?;
+        expect_lost("a fence never granted, in a batch", next())?;
+        match next() {
+            Ok(grant) => ensure!(grant.fence == other.fence && grant.ttl >= t.ttl && grant.ttl < t.long_ttl, "the second live grant, renewed for {:?}, came back as {grant:?}", t.ttl),
+            Err(e) => ensure!(false, "renewing the second live grant in a batch failed: {e}"),
+        }
+        match next() {
+            Err(LeaseError::InvalidTtl { .. }) => {}
+            other => ensure!(false, "a zero TTL in a batch gave {other:?}, not InvalidTtl"),
+        }
+        ensure!(s.store.check(&live.fence).await?, "the live grant is gone after the batch");
+        ensure!(s.store.check(&newer.fence).await?, "the newer grant was disturbed by the batch");
+        ensure!(s.store.check(&other.fence).await?, "the second live grant is gone after the batch");
+        ensure!(s.store.inspect(&key("many/expired")).await?.is_none(), "the batch revived an expired grant");
+        ensure!(s.store.inspect(&key("many/released")).await?.is_none(), "the batch revived a released grant");
+        ensure!(s.store.inspect(&key("many/never-claimed")).await?.is_none(), "the batch created a grant for an unknown fence");
+        Ok(())
+    }
+
+    /// A batch renewal extends every live grant in it by its TTL from the call: none of them expires at its first deadline.
+    async fn renew_many_extends_every_live_grant(s) {
+        let t = s.timing();
+        let a = holder("a", "1");
+        let mut grants = Vec::new();
+        for i in 0..40 {
+            grants.push(acquire(&*s.store, &key(&format!("many/extend/{i}")), &a, t.ttl).await?);
+        }
+        let last_replied = grants.last().map(|g| g.replied).unwrap_or_else(tokio::time::Instant::now);
+        tokio::time::sleep(t.ttl * 3 / 4).await;
+        let batch: Vec<_> = grants.iter().map(|g| (g.value.fence.clone(), t.ttl)).collect();
+        let sent = tokio::time::Instant::now();
+        let results = s.store.renew_many(&batch).await;
+        ensure!(results.len() == batch.len(), "{} results for a batch of {}", results.len(), batch.len());
+        for (i, result) in results.iter().enumerate() {
+            ensure!(result.as_ref().is_ok_and(|g| g.fence == batch[i].0), "renewal {i} of the batch gave {result:?}");
+        }
+        tokio::time::sleep_until(last_replied + t.ttl + t.slack + std::time::Duration::from_millis(20)).await;
+        if tokio::time::Instant::now() < sent + t.ttl {
+            for (fence, _) in &batch {
+                ensure!(s.store.check(fence).await?, "{fence} expired at its first deadline although the batch renewed it");
+            }
+        }
+        Ok(())
+    }
 }

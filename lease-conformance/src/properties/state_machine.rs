@@ -51,6 +51,10 @@ pub enum Step {
         fence: usize,
         ttl: u8,
     },
+    /// One `renew_many` call: (key, fence, ttl) on distinct keys.
+    RenewMany {
+        renewals: Vec<(usize, usize, u8)>,
+    },
     Release {
         key: usize,
         fence: usize,
@@ -94,7 +98,12 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (key.clone(), holder.clone(), ttl.clone()).prop_map(|(key, holder, ttl)| Step::Claim { key, holder, ttl }),
         2 => (key.clone(), holder, pick.clone(), ttl.clone()).prop_map(|(key, holder, observed, ttl)| Step::Reclaim { key, holder, observed, ttl }),
-        3 => (key.clone(), pick.clone(), ttl).prop_map(|(key, fence, ttl)| Step::Renew { key, fence, ttl }),
+        3 => (key.clone(), pick.clone(), ttl.clone()).prop_map(|(key, fence, ttl)| Step::Renew { key, fence, ttl }),
+        2 => proptest::collection::vec((key.clone(), pick.clone(), ttl), 1..=4).prop_map(|mut renewals| {
+            renewals.sort_by_key(|r| r.0);
+            renewals.dedup_by_key(|r| r.0);
+            Step::RenewMany { renewals }
+        }),
         2 => (key.clone(), pick.clone()).prop_map(|(key, fence)| Step::Release { key, fence }),
         2 => key.clone().prop_map(|key| Step::Inspect { key }),
         1 => (key.clone(), pick, any::<u8>(), any::<bool>()).prop_map(|(key, fence, value, big)| Step::GuardedWrite { key, fence, value, big }),
@@ -196,6 +205,45 @@ impl<'a> Sequence<'a> {
     }
 
     /// An earlier fence on `key`, or one never granted when there is none.
+    /// Judges a renewal of `fence` on `key` against the model.
+    fn renewed(
+        &mut self,
+        key: usize,
+        fence: &Fence,
+        asked: Duration,
+        outcome: Result<lease_core::Grant, LeaseError>,
+        sent: Instant,
+        replied: Instant,
+    ) -> Result<(), String> {
+        let slack = self.timing.slack;
+        let granularity = self.granularity;
+        let km = self.model.keys.entry(key).or_default();
+        let status = km.status(sent, replied);
+        let current = km.is_current(fence);
+        match outcome {
+            Ok(grant) => {
+                if !current || status == Status::Free {
+                    return Err(format!("renewed {fence}, which is not the live grant"));
+                }
+                if grant.fence != *fence || grant.fresh {
+                    return Err(format!("renewal changed the grant: {grant:?}"));
+                }
+                check_grant(&grant, asked, granularity, sent)?;
+                km.granted(&grant, sent, replied, slack);
+            }
+            Err(LeaseError::Lost { .. }) => {
+                if current && status == Status::Live {
+                    return Err(format!("renewal of the live grant {fence} refused"));
+                }
+                if current {
+                    km.ended();
+                }
+            }
+            Err(other) => return Err(format!("renew failed: {other}")),
+        }
+        Ok(())
+    }
+
     fn fence(&self, key: usize, pick: usize) -> Fence {
         let km = self.model.keys.get(&key);
         match km.filter(|km| !km.fences.is_empty()) {
@@ -209,7 +257,6 @@ impl<'a> Sequence<'a> {
     }
 
     async fn step(&mut self, step: &Step) -> Result<(), String> {
-        let slack = self.timing.slack;
         match *step {
             Step::Claim { key, holder, ttl } => {
                 let (h, asked) = (self.holders[holder].clone(), self.ttl(ttl));
@@ -236,29 +283,28 @@ impl<'a> Sequence<'a> {
                 let sent = Instant::now();
                 let outcome = self.store.renew(&fence, asked).await;
                 let replied = Instant::now();
-                let km = self.model.keys.entry(key).or_default();
-                let status = km.status(sent, replied);
-                let current = km.is_current(&fence);
-                match outcome {
-                    Ok(grant) => {
-                        if !current || status == Status::Free {
-                            return Err(format!("renewed {fence}, which is not the live grant"));
-                        }
-                        if grant.fence != fence || grant.fresh {
-                            return Err(format!("renewal changed the grant: {grant:?}"));
-                        }
-                        check_grant(&grant, asked, self.granularity, sent)?;
-                        km.granted(&grant, sent, replied, slack);
-                    }
-                    Err(LeaseError::Lost { .. }) => {
-                        if current && status == Status::Live {
-                            return Err(format!("renewal of the live grant {fence} refused"));
-                        }
-                        if current {
-                            km.ended();
-                        }
-                    }
-                    Err(other) => return Err(format!("renew failed: {other}")),
+                self.renewed(key, &fence, asked, outcome, sent, replied)
+            }
+            Step::RenewMany { ref renewals } => {
+                let batch: Vec<(Fence, Duration)> = renewals
+                    .iter()
+                    .map(|&(key, fence, ttl)| (self.fence(key, fence), self.ttl(ttl)))
+                    .collect();
+                let sent = Instant::now();
+                let outcomes = self.store.renew_many(&batch).await;
+                let replied = Instant::now();
+                if outcomes.len() != batch.len() {
+                    return Err(format!(
+                        "renew_many answered {} of {} renewals",
+                        outcomes.len(),
+                        batch.len()
+                    ));
+                }
+                for ((&(key, _, _), (fence, asked)), outcome) in
+                    renewals.iter().zip(&batch).zip(outcomes)
+                {
+                    self.renewed(key, fence, *asked, outcome, sent, replied)
+                        .map_err(|why| format!("in a batch: {why}"))?;
                 }
                 Ok(())
             }

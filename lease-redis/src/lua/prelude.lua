@@ -75,3 +75,19 @@ local function string_kind(key)
   local kind = redis.call('TYPE', key)['ok']
   return kind == 'none' or kind == 'string', kind
 end
+
+-- Extends the live grant the fence (id, incarnation, token) proves by
+-- ttl_ms from now: {'renewed'}, or held(record) / {'free'} when the fence
+-- is not the live grant.
+local function renew_one(key, id, incarnation, token, ttl_ms, retention_ms, now)
+  local record = read_record(key)
+  if not is_live(record, now) then
+    return { 'free' }
+  end
+  if not is_fence(record, id, incarnation, token) then
+    return held(record, now)
+  end
+  write_record(key, record.holder, record.incarnation, record.token_text,
+    fmt(now + tonumber(ttl_ms) * 1000), tonumber(ttl_ms) + tonumber(retention_ms))
+  return { 'renewed' }
+end
