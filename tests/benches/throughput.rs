@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use lease_core::{Claim, Holder, LeaseKey, LeaseStore, MemoryStore};
 use lease_etcd::{EtcdConfig, EtcdStore};
 use lease_redis::{RedisConfig, RedisStore};
-use lease_tests::{EtcdCluster, RedisServer};
+use lease_tests::{EtcdCluster, RedisServer, gauges};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -61,29 +61,10 @@ fn settings() -> (Duration, usize) {
     )
 }
 
-/// This process's CPU seconds so far.
-fn client_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// `tasks` tasks run `cycle` back to back for `length`.
 async fn run(cycle: &Cycle, tasks: usize, length: Duration, server: &ServerCpu) -> Run {
     let done = Arc::new(AtomicU64::new(0));
-    let (server_before, client_before) = (server().await, client_cpu());
+    let (server_before, client_before) = (server().await, gauges::client_cpu());
     let started = Instant::now();
     let until = started + length;
     let workers: Vec<_> = (0..tasks as u64)
@@ -107,7 +88,7 @@ async fn run(cycle: &Cycle, tasks: usize, length: Duration, server: &ServerCpu) 
     Run {
         per_second: cycles / elapsed,
         server_us: (server().await - server_before) / cycles * 1e6,
-        client_us: (client_cpu() - client_before) / cycles * 1e6,
+        client_us: (gauges::client_cpu() - client_before) / cycles * 1e6,
     }
 }
 
@@ -254,17 +235,7 @@ async fn redis() {
     });
     let cpu: ServerCpu = Arc::new(move || {
         let mut connection = connection.clone();
-        Box::pin(async move {
-            let info: String = redis::cmd("INFO")
-                .arg("cpu")
-                .query_async(&mut connection)
-                .await
-                .expect("info");
-            info.lines()
-                .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
-                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-                .sum()
-        })
+        Box::pin(async move { gauges::redis_cpu(&mut connection).await })
     });
     let contenders = [
         Contender {
@@ -283,31 +254,6 @@ async fn redis() {
     killed_holder("redis", &url).await;
     compare("redis", &contenders, cpu).await;
     server.stop().await;
-}
-
-/// etcd's own CPU seconds, from its metrics endpoint.
-async fn etcd_cpu(endpoint: String) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(&endpoint)
-        .await
-        .expect("etcd metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .expect("etcd metrics");
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .await
-        .expect("etcd metrics");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("process_cpu_seconds_total ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 async fn etcd() {
@@ -391,7 +337,10 @@ async fn etcd() {
             client.lease_revoke(lease.id()).await.expect("lease revoke");
         })
     });
-    let cpu: ServerCpu = Arc::new(move || Box::pin(etcd_cpu(endpoint.clone())));
+    let cpu: ServerCpu = Arc::new(move || {
+        let endpoint = endpoint.clone();
+        Box::pin(async move { gauges::etcd_cpu(&endpoint).await })
+    });
     let contenders = [
         Contender {
             name: "lease-etcd claim + release",

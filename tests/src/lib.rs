@@ -29,6 +29,7 @@
 
 mod etcd;
 mod factories;
+pub mod gauges;
 mod local;
 mod mode;
 mod proxy;

@@ -10,7 +10,7 @@ use lease_core::{
     Acquire, Claim, DynLeaseStore, Holder, LeaseError, LeaseKey, LeaseStore, Leaser, LostReason,
 };
 use lease_etcd::{EtcdConfig, EtcdStore};
-use lease_tests::{EtcdCluster, or_skip};
+use lease_tests::{EtcdCluster, gauges, or_skip};
 use tokio::time::Instant;
 
 fn key(text: &str) -> LeaseKey {
@@ -115,27 +115,11 @@ async fn a_thousand_renewals_make_no_raft_proposal_and_leave_nothing_behind() {
 
 /// The sum of every sample of the metric `name` etcd exports.
 async fn metric(endpoint: &str, name: &str) -> u64 {
-    metrics_text(endpoint)
-        .await
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    gauges::metric_sum(&metrics_text(endpoint).await, name) as u64
 }
 
 async fn metrics_text(endpoint: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(endpoint).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
+    gauges::etcd_metrics(endpoint).await
 }
 
 /// Requests etcd received (`grpc_server_msg_received_total`: one per unary
