@@ -71,6 +71,8 @@ pub struct KeeperStats {
     pub lost_deadline: u64,
     /// How long the last `renew_many` call took.
     pub last_call: Duration,
+    /// How long the slowest `renew_many` call took.
+    pub longest_call: Duration,
 }
 
 /// One held lease, as the keeper sees it.
@@ -267,6 +269,7 @@ impl Keeper {
         state.stats.renewals += batch.len() as u64;
         state.stats.calls_in_flight -= 1;
         state.stats.last_call = took;
+        state.stats.longest_call = state.stats.longest_call.max(took);
         metrics::gauge!("lease_keeper_calls_in_flight").set(state.stats.calls_in_flight as f64);
         let now = Instant::now();
         let mut results = results.into_iter();

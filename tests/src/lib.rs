@@ -34,6 +34,7 @@ mod local;
 mod mode;
 mod proxy;
 mod redis;
+mod stall;
 mod tls;
 
 pub use etcd::{EtcdCluster, EtcdOptions};
@@ -41,6 +42,7 @@ pub use factories::{EtcdServerFactory, RedisServerFactory};
 pub use mode::{Mode, mode, servers_required};
 pub use proxy::{FaultProxy, Replies};
 pub use redis::{RedisOptions, RedisServer};
+pub use stall::{Stalled, hold_through_a_stall};
 pub use tls::TestCertificates;
 
 /// Why a server could not be had.

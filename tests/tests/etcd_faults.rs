@@ -333,3 +333,58 @@ async fn a_killed_holder_is_replaced_within_ttl_and_slack() {
         killed.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_leases_outlive_replies_delayed_for_a_third_of_the_ttl() {
+    let Some(rig) = rig().await else {
+        return;
+    };
+    // Through the proxy, with a call timeout the delay stays inside.
+    let store = EtcdStore::connect(
+        EtcdConfig::new([rig.proxy.endpoint()]).call_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let ttl = Duration::from_secs(6);
+    let watched = store.clone();
+    let most_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let most = most_in_flight.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = watched.lease_counts().keep_alives_in_flight;
+                most.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let seen = lease_tests::hold_through_a_stall(
+        Arc::new(store.clone()),
+        10_000,
+        ttl,
+        ttl / 3,
+        || async { rig.proxy.set_replies(Replies::Delay(ttl / 3)) },
+        || async { rig.proxy.set_replies(Replies::Pass) },
+    )
+    .await;
+    sampler.abort();
+    let most_in_flight = most_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    // The delay was felt: a call waited on it (they take milliseconds).
+    assert!(
+        seen.stats.longest_call >= ttl / 12,
+        "no call felt the delay: {seen:?}"
+    );
+    assert_eq!(
+        seen.lost, 0,
+        "leases lost that did not have to be: {seen:?}"
+    );
+    assert!(
+        seen.stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
+        "{seen:?}"
+    );
+    // Keep-alives under way stay within what the keeper's calls carry.
+    assert!(
+        most_in_flight <= lease_core::MAX_IN_FLIGHT * lease_core::MAX_BATCH,
+        "{most_in_flight} keep-alives in flight at once"
+    );
+}

@@ -486,3 +486,34 @@ async fn ended_records_are_dropped_after_the_retention_time() {
     let kept: u64 = redis::cmd("DBSIZE").query_async(&mut admin).await.unwrap();
     assert_eq!(kept, 0, "ended records outlived the retention time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_leases_outlive_a_frozen_server() {
+    let Some(server) = server().await else {
+        return;
+    };
+    let store: DynLeaseStore = Arc::new(connect(server.url(), |c| c).await);
+    let ttl = Duration::from_secs(6);
+    let seen = lease_tests::hold_through_a_stall(
+        store,
+        10_000,
+        ttl,
+        ttl / 3,
+        || async { server.pause().await.expect("pause") },
+        || async { server.resume().await.expect("resume") },
+    )
+    .await;
+    // The stall was felt: a call waited on it (they take milliseconds).
+    assert!(
+        seen.stats.longest_call >= ttl / 12,
+        "no call felt the stall: {seen:?}"
+    );
+    assert_eq!(
+        seen.lost, 0,
+        "leases lost that did not have to be: {seen:?}"
+    );
+    assert!(
+        seen.stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
+        "{seen:?}"
+    );
+}

@@ -1,0 +1,72 @@
+//! Many leases held through a stalled server: the same check for every
+//! backend.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lease_core::{Acquire, DynLeaseStore, HeldLease, Holder, KeeperStats, LeaseKey, Leaser};
+use tokio::time::Instant;
+
+/// What [`hold_through_a_stall`] saw.
+#[derive(Debug)]
+pub struct Stalled {
+    /// The keeper's counts at the end.
+    pub stats: KeeperStats,
+    /// Leases lost.
+    pub lost: usize,
+}
+
+/// Holds `n` leases of `ttl` with one leaser on `store`, stalls the server
+/// with `stall` for `length` while renewals are due, lets it go with
+/// `resume`, watches two more renewal periods, and releases them all.
+pub async fn hold_through_a_stall<S, R>(
+    store: DynLeaseStore,
+    n: usize,
+    ttl: Duration,
+    length: Duration,
+    stall: impl FnOnce() -> S,
+    resume: impl FnOnce() -> R,
+) -> Stalled
+where
+    S: Future<Output = ()>,
+    R: Future<Output = ()>,
+{
+    let leaser = Leaser::new(store, Holder::unique("stall").expect("valid"), ttl);
+    let run = rand::random::<u32>();
+    let leases: Vec<HeldLease> = futures::stream::iter(0..n)
+        .map(|i| {
+            let leaser = &leaser;
+            async move {
+                let key = LeaseKey::new(format!("stall/{run}/{i}")).expect("valid");
+                match leaser.try_acquire(&key).await.expect("claim") {
+                    Acquire::Held(lease) => lease,
+                    Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
+                }
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    // Two renewal periods of steady state, then the stall.
+    tokio::time::sleep(ttl * 2 / 3).await;
+    let before = leaser.stats();
+    assert_eq!(before.held, n, "{before:?}");
+    assert_eq!(
+        before.lost_deadline + before.lost_refused,
+        0,
+        "lost before the stall: {before:?}"
+    );
+    stall().await;
+    let stalled = Instant::now();
+    tokio::time::sleep(length).await;
+    resume().await;
+    eprintln!("stalled for {:?}", stalled.elapsed());
+    tokio::time::sleep(ttl * 2 / 3).await;
+    let stats = leaser.stats();
+    let lost = leases.iter().filter(|l| l.is_lost()).count();
+    for lease in leases {
+        let _ = lease.release().await;
+    }
+    Stalled { stats, lost }
+}
