@@ -14,6 +14,10 @@
 //! been applied before the caller's own send instant. A caller that gives
 //! up leaves its slot in the queue, so later answers still line up.
 //!
+//! A keep-alive whose caller gave up before the task reached it is not
+//! sent: nothing extends a lease once the renewal that asked for it was
+//! abandoned.
+//!
 //! A broken stream fails every waiting caller with an indeterminate error
 //! and is opened again by the next keep-alive; a stream that stops
 //! answering is reset once a caller has waited out the call timeout. With
@@ -168,6 +172,12 @@ impl Carrier {
     }
 
     async fn send(&mut self, id: i64, reply: oneshot::Sender<Answer>) {
+        // A caller that gave up (timed out, or its future was dropped)
+        // before its turn came gets no keep-alive: a late one would extend
+        // a grant nobody is renewing any more.
+        if reply.is_closed() {
+            return;
+        }
         let sent = Instant::now();
         if let Some((keeper, _)) = &mut self.open {
             keeper.id = id;
