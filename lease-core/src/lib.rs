@@ -16,6 +16,14 @@
 //!   in their own crates (`lease-redis`, `lease-etcd`); [`MemoryStore`] is the
 //!   in-process reference. Everything else is written once, against
 //!   [`DynLeaseStore`]: [`Leaser`], [`Round`], [`LeaseStore::check`].
+//! - **Many leases, few calls.** [`LeaseStore::renew_many`] renews a batch
+//!   in as few round trips as the backend allows (by default one `renew`
+//!   each, so a custom backend needs nothing more). A [`Leaser`] and its
+//!   clones share one keeper task that renews every lease they hold in
+//!   batches of at most [`MAX_BATCH`], with at most [`MAX_IN_FLIGHT`] calls
+//!   under way and backoff with jitter on failure; each lease still has its
+//!   own deadline and its own `lost` signal. [`Leaser::stats`] and the
+//!   `metrics` facade (`lease_keeper_*`) tell what it does.
 //! - **Server time decides.** A grant's TTL is counted by the store's clock.
 //!   The holder's own [`Grant::deadline`] is the instant *it sent* the request
 //!   plus the granted TTL, on its monotonic clock: until then nobody else can

@@ -15,7 +15,15 @@
 //!   incarnation, token and end in server µs, joined by newlines): one `GET`
 //!   reads it, one `SET … PX` writes it with its expiry. A claim runs
 //!   `TIME`, `GET`, `SET`; a renewal the same; a release those and
-//!   `PUBLISH`; an inspect `TIME`, `GET`. Records written by the hash layout
+//!   `PUBLISH`; an inspect `TIME`, `GET`. A renewal receives the fence as
+//!   the text its record starts with and compares text: nothing is parsed
+//!   unless the record is not the fence's.
+//! - **Batch renewal.** `renew_many` is one `renew_many.lua` call per 512
+//!   renewals (a keeper's batch), with one clock reading for the batch and
+//!   each renewal answered as `renew.lua` would. Measured on this project's
+//!   machine, each renewal costs about 10 µs of Redis CPU with realistic
+//!   key and holder lengths: `GET` about 1.5 µs and `SET … PX` about 4 µs
+//!   of it, the script's own string work the rest. Records written by the hash layout
 //!   of earlier versions read as corrupt: drain leases before upgrading.
 //! - **Tokens.** A fresh grant's token is `max(last token + 1, server time
 //!   in µs)`. The record of a grant — released, expired, or taken over —

@@ -17,6 +17,26 @@ pub struct Stalled {
     pub lost: usize,
 }
 
+impl Stalled {
+    /// Asserts the stall was felt (a renewal call waited on it; they take
+    /// milliseconds otherwise), no lease was lost, and the keeper never had
+    /// more calls under way than its bound.
+    pub fn assert_survived(&self, ttl: Duration) {
+        assert!(
+            self.stats.longest_call >= ttl / 12,
+            "no call felt the stall: {self:?}"
+        );
+        assert_eq!(
+            self.lost, 0,
+            "leases lost that did not have to be: {self:?}"
+        );
+        assert!(
+            self.stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
+            "{self:?}"
+        );
+    }
+}
+
 /// Holds `n` leases of `ttl` with one leaser on `store`, stalls the server
 /// with `stall` for `length` while renewals are due, lets it go with
 /// `resume`, watches two more renewal periods, and releases them all.

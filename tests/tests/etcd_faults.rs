@@ -369,19 +369,7 @@ async fn ten_thousand_leases_outlive_replies_delayed_for_a_third_of_the_ttl() {
     .await;
     sampler.abort();
     let most_in_flight = most_in_flight.load(std::sync::atomic::Ordering::Relaxed);
-    // The delay was felt: a call waited on it (they take milliseconds).
-    assert!(
-        seen.stats.longest_call >= ttl / 12,
-        "no call felt the delay: {seen:?}"
-    );
-    assert_eq!(
-        seen.lost, 0,
-        "leases lost that did not have to be: {seen:?}"
-    );
-    assert!(
-        seen.stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
-        "{seen:?}"
-    );
+    seen.assert_survived(ttl);
     // Keep-alives under way stay within what the keeper's calls carry.
     assert!(
         most_in_flight <= lease_core::MAX_IN_FLIGHT * lease_core::MAX_BATCH,

@@ -503,17 +503,5 @@ async fn ten_thousand_leases_outlive_a_frozen_server() {
         || async { server.resume().await.expect("resume") },
     )
     .await;
-    // The stall was felt: a call waited on it (they take milliseconds).
-    assert!(
-        seen.stats.longest_call >= ttl / 12,
-        "no call felt the stall: {seen:?}"
-    );
-    assert_eq!(
-        seen.lost, 0,
-        "leases lost that did not have to be: {seen:?}"
-    );
-    assert!(
-        seen.stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
-        "{seen:?}"
-    );
+    seen.assert_survived(ttl);
 }
