@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lease_conformance::{Factory, Hooks, Subject};
 use lease_core::{
-    BoxError, Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
-    LeaseStore, MemoryStore,
+    BoxError, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
+    LeaseStore, Listed, MemoryStore, Page,
 };
 
 /// Forwards every call to `inner`, counting them.
@@ -70,6 +70,22 @@ impl LeaseStore for Metered {
     }
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
         self.count().get_marker(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        self.count().list(prefix, from, limit).await
+    }
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        self.count().list_markers(prefix, from, limit).await
     }
     async fn guarded_write(
         &self,

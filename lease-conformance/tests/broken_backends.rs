@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lease_conformance::{Factory, Hooks, Outcome, Subject, all_cases, run_cases};
 use lease_core::{
-    BoxError, Capabilities, Claim, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore, Op,
+    BoxError, Capabilities, Claim, Cursor, Fence, FencingToken, Grant, Holder, LeaseError,
+    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page,
 };
 use tokio::time::Instant;
 
@@ -77,6 +77,14 @@ enum Flaw {
     RenewManyRevives,
     /// A batch renews every fence with the first one's TTL.
     RenewManyFirstTtl,
+    /// Lists every key whose text starts with the prefix (`ab` under `a`).
+    ListByTextPrefix,
+    /// Lists grants past their expiry.
+    ListIncludesExpired,
+    /// Leaves corrupt records out of listings.
+    ListHidesCorrupt,
+    /// Skips the first key of every page after the first.
+    ListLosesAtPageBreaks,
 }
 
 /// How long a check-then-write flaw waits between the two.
@@ -557,6 +565,41 @@ impl LeaseStore for Flawed {
         Ok(self.marker(key))
     }
 
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        let now = Instant::now();
+        let state = self.state.lock().unwrap();
+        let keys: Vec<LeaseKey> = state.leases.keys().cloned().collect();
+        Ok(self.page(keys, prefix, from, limit, |key| {
+            match state.leases.get(key) {
+                Some(Err(detail)) if !self.has(Flaw::ListHidesCorrupt) => Some(Listed::Corrupt {
+                    key: key.clone(),
+                    detail: detail.clone(),
+                }),
+                Some(Ok(rec)) if rec.expires_at > now || self.has(Flaw::ListIncludesExpired) => {
+                    Some(Listed::Held(self.record(key, rec, now)))
+                }
+                _ => None,
+            }
+        }))
+    }
+
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        let keys: Vec<LeaseKey> = self.state.lock().unwrap().markers.keys().cloned().collect();
+        Ok(self.page(keys, prefix, from, limit, |key| {
+            self.marker(key).map(|value| (key.clone(), value))
+        }))
+    }
+
     async fn guarded_write(
         &self,
         fence: &Fence,
@@ -655,6 +698,43 @@ impl LeaseStore for Flawed {
 
 impl Flawed {
     /// A marker's value, unless the flawed TTL ended it.
+    /// Up to `limit` entries of `keys` under `prefix`, in key order after
+    /// `from`.
+    fn page<T>(
+        &self,
+        mut keys: Vec<LeaseKey>,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+        mut entry: impl FnMut(&LeaseKey) -> Option<T>,
+    ) -> Page<T> {
+        keys.retain(|k| {
+            let under = if self.has(Flaw::ListByTextPrefix) {
+                k.as_str().starts_with(prefix.as_str())
+            } else {
+                k.is_under(prefix)
+            };
+            under && from.is_none_or(|c| k.as_str() > c.0.as_str())
+        });
+        keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        if from.is_some() && self.has(Flaw::ListLosesAtPageBreaks) && !keys.is_empty() {
+            keys.remove(0);
+        }
+        let more = keys.len() > limit.max(1);
+        keys.truncate(limit.max(1));
+        let next = more.then(|| {
+            Cursor(
+                keys.last()
+                    .map(|k| k.as_str().to_owned())
+                    .unwrap_or_default(),
+            )
+        });
+        Page {
+            entries: keys.iter().filter_map(&mut entry).collect(),
+            next,
+        }
+    }
+
     fn marker(&self, key: &LeaseKey) -> Option<String> {
         let mut state = self.state.lock().unwrap();
         let (value, set) = state.markers.get(key).cloned()?;
@@ -796,5 +876,9 @@ caught! {
     batch_out_of_order_is_caught: RenewManyOutOfOrder => ["renew_many_answers_each_fence_as_renew_would"];
     batch_reviving_expired_grants_is_caught: RenewManyRevives => ["renew_many_answers_each_fence_as_renew_would"];
     batch_with_the_first_ttl_is_caught: RenewManyFirstTtl => ["renew_many_answers_each_fence_as_renew_would"];
+    listing_by_text_prefix_is_caught: ListByTextPrefix => ["list_shows_live_grants_under_a_prefix", "list_markers_shows_markers_under_a_prefix"];
+    listing_expired_grants_is_caught: ListIncludesExpired => ["list_leaves_out_expired_grants"];
+    hiding_corrupt_records_is_caught: ListHidesCorrupt => ["list_reports_corrupt_records"];
+    losing_keys_at_page_breaks_is_caught: ListLosesAtPageBreaks => ["list_pages_through_every_grant", "list_markers_shows_markers_under_a_prefix"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
 }

@@ -35,6 +35,10 @@ pub enum Op {
     ReadGuarded,
     /// [`LeaseStore::wait_free`](crate::LeaseStore::wait_free)
     Wait,
+    /// [`LeaseStore::list`](crate::LeaseStore::list)
+    List,
+    /// [`LeaseStore::list_markers`](crate::LeaseStore::list_markers)
+    ListMarkers,
 }
 
 impl Op {
@@ -43,7 +47,7 @@ impl Op {
     pub fn is_mutating(self) -> bool {
         !matches!(
             self,
-            Op::Inspect | Op::GetMarker | Op::ReadGuarded | Op::Wait
+            Op::Inspect | Op::GetMarker | Op::ReadGuarded | Op::Wait | Op::List | Op::ListMarkers
         )
     }
 
@@ -61,6 +65,8 @@ impl Op {
             Op::GuardedWrite => "guarded_write",
             Op::ReadGuarded => "read_guarded",
             Op::Wait => "wait_free",
+            Op::List => "list",
+            Op::ListMarkers => "list_markers",
         }
     }
 }
@@ -171,6 +177,15 @@ pub enum LeaseError {
         /// The client library's error.
         #[source]
         source: BoxError,
+    },
+
+    /// The backend does not offer this operation.
+    #[error("{backend} does not support {op}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// The operation.
+        op: Op,
     },
 
     /// The store could not be set up: its configuration broke a rule.

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::{
-    Capabilities, Claim, Clock, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore, MonotonicClock,
+    Capabilities, Claim, Clock, Cursor, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
+    LeaseRecord, LeaseStore, Listed, MonotonicClock, Page,
 };
 
 /// An in-memory [`LeaseStore`]; clones share one store.
@@ -204,6 +204,34 @@ impl MemoryStore {
     }
 }
 
+/// Up to `limit` entries (at least one) that `entry` makes of the keys
+/// under `prefix`, in key order after `from`; the cursor is the last key
+/// looked at.
+fn page_of<'a, T>(
+    keys: impl Iterator<Item = &'a LeaseKey>,
+    prefix: &LeaseKey,
+    from: Option<&Cursor>,
+    limit: usize,
+    mut entry: impl FnMut(&LeaseKey) -> Option<T>,
+) -> Page<T> {
+    let mut keys: Vec<&LeaseKey> = keys
+        .filter(|k| k.is_under(prefix) && from.is_none_or(|c| k.as_str() > c.0.as_str()))
+        .collect();
+    keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut entries = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if entries.len() == limit.max(1) {
+            let last = keys[i - 1].as_str().to_owned();
+            return Page {
+                entries,
+                next: Some(Cursor(last)),
+            };
+        }
+        entries.extend(entry(key));
+    }
+    Page::last(entries)
+}
+
 impl State {
     /// Drops ended records once the table has doubled since the last sweep:
     /// amortised O(1) per grant, memory O(live + recently ended).
@@ -314,6 +342,38 @@ impl LeaseStore for MemoryStore {
 
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
         Ok(self.state().markers.get(key).cloned())
+    }
+
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        let state = self.state();
+        let found = page_of(state.leases.keys(), prefix, from, limit, |key| match state
+            .leases
+            .get(key)
+        {
+            Some(Slot::Corrupt(content)) => Some(Listed::Corrupt {
+                key: key.clone(),
+                detail: format!("not a lease record: {content:?}"),
+            }),
+            _ => self.live(&state, key).map(Listed::Held),
+        });
+        Ok(found)
+    }
+
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        let state = self.state();
+        Ok(page_of(state.markers.keys(), prefix, from, limit, |key| {
+            state.markers.get(key).map(|v| (key.clone(), v.clone()))
+        }))
     }
 
     async fn guarded_write(

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use futures::future::join_all;
 
 use crate::types::round_up;
-use crate::{Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord};
+use crate::{
+    Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, Listed, Op, Page,
+};
 
 /// A shared, type-erased store: what the helpers and the suite take.
 pub type DynLeaseStore = Arc<dyn LeaseStore>;
@@ -268,6 +270,48 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// [`LeaseError::Corrupt`] is *not* returned: a corrupt record counts as
     /// free. Backend errors that outlast the timeout are returned.
     async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError>;
+
+    /// The live grants on `prefix` and the keys below it (`jobs` lists
+    /// `jobs` and `jobs/…`, never `jobs2`), with holder, token and time
+    /// left, and the corrupt records among them; expired and released
+    /// grants are not listed. About `limit` entries a page, in no promised
+    /// order; pass the page's `next` back for the next page. Every key live
+    /// for the whole listing shows up on some page; a key that changed
+    /// during it may show up twice, or not at all.
+    ///
+    /// # Errors
+    /// [`LeaseError::Unsupported`] when the backend cannot list (the
+    /// default); timeouts and backend errors.
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        let _ = (prefix, from, limit);
+        Err(LeaseError::Unsupported {
+            backend: self.capabilities().backend,
+            op: Op::List,
+        })
+    }
+
+    /// The markers set on `prefix` and below it, with their values, paged
+    /// as [`LeaseStore::list`].
+    ///
+    /// # Errors
+    /// As [`LeaseStore::list`].
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        let _ = (prefix, from, limit);
+        Err(LeaseError::Unsupported {
+            backend: self.capabilities().backend,
+            op: Op::ListMarkers,
+        })
+    }
 
     /// Whether `fence` is still the current live grant: what a holder asks
     /// just before acting. A `true` is only as good as the holder's deadline;

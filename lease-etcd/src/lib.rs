@@ -48,6 +48,9 @@
 //!   compares only the lease the key hangs on (a lease carries one grant of
 //!   the store's until the store saw that grant released); any other fence
 //!   is compared by create revision and holder.
+//! - **List** is one range read per page, in key order, the page's last
+//!   key its cursor, plus a lease time-to-live query per grant for its time
+//!   left.
 //! - **Wait** watches the key from the revision it was read at, with a timed
 //!   re-check; a compacted revision is handled by reading again.
 //!
@@ -90,6 +93,7 @@ mod claim;
 mod config;
 mod keepalive;
 mod leases;
+mod list;
 mod record;
 mod store;
 mod wait;

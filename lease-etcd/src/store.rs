@@ -10,8 +10,8 @@ use etcd_client::{
     TxnOpResponse, TxnResponse,
 };
 use lease_core::{
-    Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, LeaseStore, Op,
-    with_timeout,
+    Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
+    LeaseStore, Listed, Op, Page, with_timeout,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -553,6 +553,24 @@ impl LeaseStore for EtcdStore {
                 existing: String::from_utf8_lossy(kv.value()).into_owned(),
             }),
         }
+    }
+
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        self.list_page(prefix, from, limit).await
+    }
+
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        self.list_markers_page(prefix, from, limit).await
     }
 
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {

@@ -59,6 +59,7 @@
 //! ```
 
 mod config;
+mod list;
 mod reply;
 mod scripts;
 mod store;

@@ -18,8 +18,10 @@ pub(crate) struct Scripts {
     pub renew_many: Script,
     pub release: Script,
     pub inspect: Script,
+    pub inspect_many: Script,
     pub guarded_write: Script,
     pub read_value: Script,
+    pub read_values: Script,
     pub marker_put: Script,
     pub marker_delete: Script,
 }
@@ -32,8 +34,10 @@ impl Scripts {
             renew_many: script!("renew_many.lua"),
             release: script!("release.lua"),
             inspect: script!("inspect.lua"),
+            inspect_many: script!("inspect_many.lua"),
             guarded_write: script!("guarded_write.lua"),
             read_value: script!("read_value.lua"),
+            read_values: script!("read_values.lua"),
             marker_put: script!("marker_put.lua"),
             marker_delete: script!("marker_delete.lua"),
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{
-    Capabilities, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, LeaseStore, Op,
-    with_timeout,
+    Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
+    LeaseStore, Listed, Op, Page, with_timeout,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script};
@@ -18,7 +18,7 @@ use crate::reply::Reply;
 use crate::scripts::Scripts;
 use crate::wait::Notifier;
 
-const BACKEND: &str = "redis";
+pub(crate) const BACKEND: &str = "redis";
 /// How the record of `fence`'s grant starts (see `lua/prelude.lua`): a
 /// renewal sends it whole, so the script compares text and parses nothing.
 fn own_record(fence: &Fence) -> String {
@@ -38,13 +38,13 @@ const RENEW_BATCH: usize = lease_core::MAX_BATCH;
 /// A [`LeaseStore`] on Redis. Clones share one connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: RedisConfig,
-    connection: ConnectionManager,
-    scripts: Scripts,
+pub(crate) struct Inner {
+    pub(crate) config: RedisConfig,
+    pub(crate) connection: ConnectionManager,
+    pub(crate) scripts: Scripts,
     notifier: Notifier,
 }
 
@@ -125,7 +125,7 @@ impl RedisStore {
         format!("{{{}}}:", self.inner.config.namespace)
     }
 
-    fn redis_key(&self, space: &str, key: &LeaseKey) -> String {
+    pub(crate) fn redis_key(&self, space: &str, key: &LeaseKey) -> String {
         format!("{{{}}}:{space}:{key}", self.inner.config.namespace)
     }
 
@@ -134,7 +134,7 @@ impl RedisStore {
     }
 
     /// Runs one script: one round trip, under the call timeout.
-    async fn run<T: FromRedisValue>(
+    pub(crate) async fn run<T: FromRedisValue>(
         &self,
         op: Op,
         key: &LeaseKey,
@@ -231,7 +231,7 @@ impl RedisStore {
     }
 
     /// The current record after a refusal: `held` or `free`.
-    fn current(
+    pub(crate) fn current(
         &self,
         op: Op,
         key: &LeaseKey,
@@ -370,7 +370,12 @@ fn channel(namespace: &str) -> String {
     format!("{{{namespace}}}:released")
 }
 
-fn redis_error(op: Op, key: &LeaseKey, error: redis::RedisError, limit: Duration) -> LeaseError {
+pub(crate) fn redis_error(
+    op: Op,
+    key: &LeaseKey,
+    error: redis::RedisError,
+    limit: Duration,
+) -> LeaseError {
     if error.is_timeout() {
         return LeaseError::Timeout {
             op,
@@ -392,7 +397,7 @@ fn redis_error(op: Op, key: &LeaseKey, error: redis::RedisError, limit: Duration
     LeaseError::backend(BACKEND, op, key, indeterminate, error)
 }
 
-fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
+pub(crate) fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
     // The script ran; only its reply is unreadable.
     LeaseError::backend(
         BACKEND,
@@ -415,7 +420,7 @@ fn marker_refusal(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
     }
 }
 
-fn corrupt_or_malformed(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
+pub(crate) fn corrupt_or_malformed(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
     match (reply.tag(), reply.text(1)) {
         (b"corrupt", Ok(detail)) => LeaseError::Corrupt {
             key: key.clone(),
@@ -572,6 +577,24 @@ impl LeaseStore for RedisStore {
             b"absent" => Ok(false),
             _ => Err(marker_refusal(Op::DeleteMarker, key, &reply)),
         }
+    }
+
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        self.list_page(prefix, from, limit).await
+    }
+
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        self.list_markers_page(prefix, from, limit).await
     }
 
     async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {

@@ -52,6 +52,7 @@ pub mod edges;
 pub mod guarded;
 pub mod helpers;
 pub mod inspect;
+pub mod list;
 pub mod markers;
 pub mod reclaim;
 pub mod records;
@@ -67,6 +68,7 @@ pub fn all() -> Vec<Case> {
         renew::CASES,
         release::CASES,
         inspect::CASES,
+        list::CASES,
         markers::CASES,
         guarded::CASES,
         wait::CASES,

@@ -100,3 +100,29 @@ local function renew_one(key, own, ttl_ms, retention_ms, now)
   end
   return held(record, now)
 end
+
+-- What inspect replies for the record at key: held(record), {'free'} or
+-- {'corrupt', what is wrong}.
+local function inspect_one(key, now)
+  local record = read_record(key)
+  if type(record) == 'string' then
+    return { 'corrupt', record }
+  end
+  if not is_live(record, now) then
+    return { 'free' }
+  end
+  return held(record, now)
+end
+
+-- What read_value replies for the value at key: {'value', bytes},
+-- {'absent'} or {'corrupt', what is wrong}.
+local function read_one(key)
+  local value, wrong = get_string(key)
+  if wrong then
+    return { 'corrupt', wrong }
+  end
+  if not value then
+    return { 'absent' }
+  end
+  return { 'value', value }
+end

@@ -1,0 +1,64 @@
+//! Listing: what is held, and which markers are set, under a key prefix.
+
+use crate::{LeaseKey, LeaseRecord};
+
+/// One key found by [`LeaseStore::list`](crate::LeaseStore::list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// A live grant.
+    Held(LeaseRecord),
+    /// A record that cannot be parsed, so an operator can tell it from a
+    /// free key (a claim repairs it).
+    Corrupt {
+        /// The key whose record is corrupt.
+        key: LeaseKey,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl Listed {
+    /// The key this entry is about.
+    pub fn key(&self) -> &LeaseKey {
+        match self {
+            Listed::Held(record) => &record.key,
+            Listed::Corrupt { key, .. } => key,
+        }
+    }
+}
+
+/// Where the next page of a listing starts: opaque, backend-defined, valid
+/// for the same prefix only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(pub String);
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// What this page found.
+    pub entries: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl<T> Page<T> {
+    /// The last page, holding `entries`.
+    pub fn last(entries: Vec<T>) -> Self {
+        Self {
+            entries,
+            next: None,
+        }
+    }
+}
+
+impl LeaseKey {
+    /// Whether this key is `prefix` itself or below it: `jobs/a` is under
+    /// `jobs`, `jobs2` is not.
+    pub fn is_under(&self, prefix: &LeaseKey) -> bool {
+        let (key, prefix) = (self.as_str(), prefix.as_str());
+        key == prefix
+            || key
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
