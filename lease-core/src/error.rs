@@ -302,6 +302,17 @@ impl LeaseError {
     }
 }
 
+/// `url` with any credentials (`scheme://user:password@…`) replaced by
+/// `***`, for errors and logs.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A marker's value as stored bytes: its text, or [`LeaseError::Corrupt`]
 /// naming `key` when the bytes are not UTF-8 (written by something else).
 pub fn marker_text(key: &LeaseKey, bytes: Vec<u8>) -> Result<String, LeaseError> {

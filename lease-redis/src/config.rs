@@ -72,12 +72,7 @@ impl RedisConfig {
 
     /// The URL with any password replaced, for errors and logs.
     pub(crate) fn redacted_url(&self) -> String {
-        match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
-            }
-            _ => self.url.clone(),
-        }
+        lease_core::redacted_url(&self.url)
     }
 
     pub(crate) fn validate(&self) -> Result<(), LeaseError> {
