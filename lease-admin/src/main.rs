@@ -12,11 +12,10 @@
 //! Exit codes: 0 done; 1 refused (no such grant or marker, another token,
 //! another value); 2 bad input, an unreachable server or a failed call.
 
-mod target;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lease_admin::{Target, connect};
 use lease_core::{Cursor, DynLeaseStore, LeaseError, LeaseKey, Listed};
 use serde_json::json;
 
@@ -283,7 +282,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let store = target::connect(&args).await?;
+        let store = connect(&target(&args)?).await?;
         run(store, args.command).await
     });
     match outcome {
@@ -303,6 +302,29 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn target(args: &Args) -> Result<Target, LeaseError> {
+    let credentials = match &args.user {
+        None => None,
+        Some(user) => {
+            let password = std::env::var("LEASE_ADMIN_ETCD_PASSWORD").map_err(|_| {
+                LeaseError::InvalidConfig {
+                    backend: "lease-admin",
+                    what: format!("etcd user {user:?}"),
+                    rule: "needs its password in LEASE_ADMIN_ETCD_PASSWORD".to_owned(),
+                }
+            })?;
+            Some((user.clone(), password))
+        }
+    };
+    Ok(Target {
+        url: args.target.clone(),
+        namespace: args.namespace.clone(),
+        prefix: args.prefix.clone(),
+        credentials,
+        ca: args.ca.clone(),
+    })
 }
 
 fn print(json: bool, text: &str, value: &serde_json::Value) {

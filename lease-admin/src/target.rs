@@ -1,12 +1,40 @@
 //! Connecting to the store a target URL names.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use lease_core::{DynLeaseStore, LeaseError};
+use lease_core::{DynLeaseStore, LeaseError, MemoryStore};
 use lease_etcd::{EtcdConfig, EtcdStore};
 use lease_redis::{RedisConfig, RedisStore};
 
-use crate::Args;
+/// A store by URL, as an operator or an example names it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `memory`, `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, `rediss://…`,
+    /// `etcd://HOST:PORT[,HOST:PORT…]` or `etcds://…`.
+    pub url: String,
+    /// Redis namespace.
+    pub namespace: String,
+    /// etcd key prefix.
+    pub prefix: String,
+    /// etcd user and password.
+    pub credentials: Option<(String, String)>,
+    /// CA certificate (PEM file) to trust for TLS.
+    pub ca: Option<PathBuf>,
+}
+
+impl Target {
+    /// `url` with the default namespace and prefix (`lease`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: "lease".to_owned(),
+            prefix: "lease".to_owned(),
+            credentials: None,
+            ca: None,
+        }
+    }
+}
 
 fn invalid(what: String, rule: &str) -> LeaseError {
     LeaseError::InvalidConfig {
@@ -16,7 +44,7 @@ fn invalid(what: String, rule: &str) -> LeaseError {
     }
 }
 
-fn ca(args: &Args) -> Result<Option<Vec<u8>>, LeaseError> {
+fn ca(args: &Target) -> Result<Option<Vec<u8>>, LeaseError> {
     args.ca
         .as_ref()
         .map(|path| {
@@ -30,9 +58,16 @@ fn ca(args: &Args) -> Result<Option<Vec<u8>>, LeaseError> {
         .transpose()
 }
 
-/// The store `args.target` names, connected.
-pub async fn connect(args: &Args) -> Result<DynLeaseStore, LeaseError> {
-    let target = args.target.as_str();
+/// The store `args` names, connected (`memory`: a fresh in-memory store).
+///
+/// # Errors
+/// [`LeaseError::InvalidConfig`] naming the target and the rule for a
+/// malformed one (without its credentials); the adapters' connect errors.
+pub async fn connect(args: &Target) -> Result<DynLeaseStore, LeaseError> {
+    let target = args.url.as_str();
+    if target == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
     let shown = lease_core::redacted_url(target);
     if target.starts_with("redis://") || target.starts_with("rediss://") {
         let mut config = RedisConfig::new(target).namespace(&args.namespace);
@@ -48,7 +83,7 @@ pub async fn connect(args: &Args) -> Result<DynLeaseStore, LeaseError> {
     } else {
         return Err(invalid(
             format!("target {shown:?}"),
-            "must be redis://HOST:PORT[/DB], rediss://…, etcd://HOST:PORT[,HOST:PORT…] or etcds://…",
+            "must be memory, redis://HOST:PORT[/DB], rediss://…, etcd://HOST:PORT[,HOST:PORT…] or etcds://…",
         ));
     };
     if endpoints.is_empty() || endpoints.contains('@') {
@@ -62,13 +97,7 @@ pub async fn connect(args: &Args) -> Result<DynLeaseStore, LeaseError> {
         .map(|e| format!("{scheme}://{e}"))
         .collect();
     let mut config = EtcdConfig::new(endpoints).prefix(&args.prefix);
-    if let Some(user) = &args.user {
-        let password = std::env::var("LEASE_ADMIN_ETCD_PASSWORD").map_err(|_| {
-            invalid(
-                format!("etcd user {user:?}"),
-                "needs its password in LEASE_ADMIN_ETCD_PASSWORD",
-            )
-        })?;
+    if let Some((user, password)) = &args.credentials {
         config = config.credentials(user, password);
     }
     if let Some(pem) = ca(args)? {

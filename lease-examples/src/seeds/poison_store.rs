@@ -2,9 +2,7 @@
 //! the mark when it finishes cleanly; a mark left behind blocks new work
 //! until someone recovers the resource by hand.
 
-use std::sync::Arc;
-
-use lease_core::{DynLeaseStore, LeaseError, LeaseKey, MemoryStore};
+use lease_core::{DynLeaseStore, LeaseError, LeaseKey};
 
 struct PoisonStore {
     store: DynLeaseStore,
@@ -37,27 +35,35 @@ impl PoisonStore {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), LeaseError> {
-    let poison = PoisonStore::new(Arc::new(MemoryStore::new()));
+/// Runs the seed's story on `store`: what happened, line by line.
+///
+/// # Errors
+/// The store's errors.
+pub async fn demo(store: DynLeaseStore) -> Result<Vec<String>, LeaseError> {
+    let mut out = Vec::new();
+    let poison = PoisonStore::new(store);
     poison.try_put_poison("table/42", "alter-7").await?;
-    println!("alter-7 started on table/42");
+    out.push("alter-7 started on table/42".to_owned());
     match poison.try_put_poison("table/42", "alter-8").await {
         Err(LeaseError::Conflict { existing, .. }) => {
-            println!("alter-8 refused: {existing} is in progress")
+            out.push(format!("alter-8 refused: {existing} is in progress"));
         }
-        other => println!("unexpected: {other:?}"),
+        other => out.push(format!("unexpected: {other:?}")),
     }
     poison.delete_poison("table/42", "alter-7").await?;
-    println!(
+    out.push(format!(
         "alter-7 finished; table/42 is {:?}",
         poison.get_poison("table/42").await?
-    );
-    Ok(())
+    ));
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use lease_core::MemoryStore;
+
     use super::*;
 
     #[tokio::test]

@@ -1,12 +1,10 @@
 //! A leaser that renews in the background and hands back a context that is
 //! cancelled the moment the lease is lost.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lease_core::{
-    Acquire, CancellationToken, DynLeaseStore, HeldLease, Holder, LeaseError, LeaseKey, LeaseStore,
-    Leaser, MemoryStore,
+    Acquire, CancellationToken, DynLeaseStore, HeldLease, Holder, LeaseError, LeaseKey, Leaser,
 };
 
 const MIN_TTL: Duration = Duration::from_secs(5);
@@ -68,40 +66,61 @@ impl ClientLeaser {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), LeaseError> {
-    let memory = MemoryStore::new();
-    let leaser = ClientLeaser::new(Arc::new(memory.clone()), Holder::unique("runner-1")?);
+/// Runs the seed's story on `store`: a lease held with its context, a
+/// short TTL and a second acquire refused, a takeover by another runner,
+/// and the context cancelled by it; what happened, line by line.
+///
+/// # Errors
+/// The store's errors.
+pub async fn demo(store: DynLeaseStore) -> Result<Vec<String>, LeaseError> {
+    let mut out = Vec::new();
+    let leaser = ClientLeaser::new(store.clone(), Holder::unique("runner-1")?);
     let key = system_key(&["runner", "deployment-reservation", "dpl-1"])?;
-    println!(
+    out.push(format!(
         "a module's key: {}",
         module_key("idv", &["user", "bob smith"])?
-    );
-    let (lease, context) = leaser.acquire_lease(&key, MIN_TTL).await.expect("free");
-    println!("holding {key} with token {}", lease.fence().token);
+    ));
+    let (lease, context) = match leaser.acquire_lease(&key, MIN_TTL).await {
+        Ok(held) => held,
+        Err(AcquireError::Store(error)) => return Err(error),
+        Err(other) => {
+            out.push(format!("{key} is not free: {other:?}"));
+            return Ok(out);
+        }
+    };
+    out.push(format!("holding {key} with token {}", lease.fence().token));
     match leaser.acquire_lease(&key, Duration::from_secs(1)).await {
-        Err(AcquireError::Invalid(why)) => println!("short TTL refused: {why}"),
-        other => println!("unexpected: {other:?}"),
+        Err(AcquireError::Invalid(why)) => out.push(format!("short TTL refused: {why}")),
+        other => out.push(format!("unexpected: {other:?}")),
     }
     match leaser.acquire_lease(&key, MIN_TTL).await {
-        Err(AcquireError::Conflict) => println!("second acquire: conflict"),
-        Err(AcquireError::Store(error)) => println!("store failed: {error}"),
-        other => println!("unexpected: {other:?}"),
+        Err(AcquireError::Conflict) => out.push("second acquire: conflict".to_owned()),
+        Err(AcquireError::Store(error)) => out.push(format!("store failed: {error}")),
+        other => out.push(format!("unexpected: {other:?}")),
     }
     // Someone decides runner-1 is dead and takes the reservation over.
     let usurper = Holder::unique("runner-2")?;
-    let taken = memory.reclaim(lease.fence(), &usurper, MIN_TTL).await?;
-    println!(
-        "runner-2 took it over: {:?}",
-        taken.grant().map(|g| g.token())
-    );
+    let taken = store.reclaim(lease.fence(), &usurper, MIN_TTL).await?;
+    out.push(format!(
+        "runner-2 took it over: {}",
+        if taken.grant().is_some() { "yes" } else { "no" }
+    ));
     context.cancelled().await;
-    println!("context cancelled: {:?}", lease.lost_reason());
-    Ok(())
+    out.push(format!(
+        "context cancelled: {:?}",
+        lease
+            .lost_reason()
+            .map(|r| matches!(r, lease_core::LostReason::Refused(_)))
+    ));
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use lease_core::{LeaseStore, MemoryStore};
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

@@ -1,10 +1,9 @@
 //! A durable single-writer execution lane per session, fenced by tokens:
 //! claim, reclaim from a dead owner, renew, release — on any lease store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{Claim, DynLeaseStore, Fence, Holder, LeaseError, LeaseKey, MemoryStore};
+use lease_core::{Claim, DynLeaseStore, Fence, Holder, LeaseError, LeaseKey};
 
 /// Who runs a session: a stable owner id and this run of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,34 +97,55 @@ fn owner(id: &str, incarnation: &str) -> OwnerIdentity {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), LeaseError> {
-    let lanes = SessionLanes::new(Arc::new(MemoryStore::new()));
+/// Runs the seed's story on `store`: a lane claimed, a restarted worker
+/// kept out until it reclaims from its dead run, the dead run's late
+/// renewal and release refused or harmless; what happened, line by line.
+///
+/// # Errors
+/// The store's errors.
+pub async fn demo(store: DynLeaseStore) -> Result<Vec<String>, LeaseError> {
+    let mut out = Vec::new();
+    let lanes = SessionLanes::new(store);
     let ClaimOutcome::Acquired(first) = lanes
         .try_claim("s-42", &owner("worker-a", "boot-1"), 30_000)
         .await?
     else {
-        unreachable!("a fresh store has no lanes")
+        out.push("s-42 is already taken".to_owned());
+        return Ok(out);
     };
-    println!("worker-a#boot-1 claimed s-42 with token {}", first.token);
+    out.push(format!(
+        "worker-a#boot-1 claimed s-42 with token {}",
+        first.token
+    ));
     let restarted = owner("worker-a", "boot-2");
     if let ClaimOutcome::Busy(held) = lanes.try_claim("s-42", &restarted, 30_000).await? {
-        println!("worker-a#boot-2 is busy: {} still holds it", held.holder);
+        out.push(format!(
+            "worker-a#boot-2 is busy: {} still holds it",
+            held.holder
+        ));
         // boot-1's process is gone, so boot-2 takes the lane over.
         if let ClaimOutcome::Acquired(second) = lanes.reclaim(&restarted, &held, 30_000).await? {
-            println!("worker-a#boot-2 reclaimed s-42 with token {}", second.token);
-            let refused = lanes.renew(&first, 30_000).await.unwrap_err();
-            println!("boot-1's late renewal: {refused}");
+            out.push(format!(
+                "worker-a#boot-2 reclaimed s-42 with token {}",
+                second.token
+            ));
+            if let Err(refused) = lanes.renew(&first, 30_000).await {
+                out.push(format!("boot-1's late renewal: {refused}"));
+            }
             lanes.release(&first).await?;
-            println!("boot-1's late release left the lane alone");
+            out.push("boot-1's late release left the lane alone".to_owned());
             lanes.release(&second).await?;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use lease_core::MemoryStore;
+
     use super::*;
 
     #[tokio::test]

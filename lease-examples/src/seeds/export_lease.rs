@@ -1,12 +1,9 @@
 //! "At most one export per round" across every replica: the round helper,
 //! with the last round's record readable by operators.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{
-    DynLeaseStore, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, MemoryStore, Round,
-};
+use lease_core::{DynLeaseStore, Grant, Holder, LeaseError, LeaseKey, LeaseRecord, Round};
 
 /// One replica's view of the export rounds on `key`.
 struct ExportLease {
@@ -39,10 +36,14 @@ impl ExportLease {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), LeaseError> {
-    let store: DynLeaseStore = Arc::new(MemoryStore::new());
-    let period = Duration::from_millis(200);
+/// Runs the seed's story on `store`: three replicas, three rounds, one
+/// export each; what happened, line by line.
+///
+/// # Errors
+/// The store's errors.
+pub async fn demo(store: DynLeaseStore) -> Result<Vec<String>, LeaseError> {
+    let mut out = Vec::new();
+    let period = crate::demo_ttl(&*store, Duration::from_millis(300));
     let replicas: Vec<_> = ["replica-1", "replica-2", "replica-3"]
         .into_iter()
         .map(|id| ExportLease::new(store.clone(), "exports/daily", id, period))
@@ -50,26 +51,31 @@ async fn main() -> Result<(), LeaseError> {
     for round in 1..=3 {
         for replica in &replicas {
             if let Some(grant) = replica.try_acquire().await? {
-                println!(
+                out.push(format!(
                     "round {round}: {} exports (token {})",
                     grant.fence.holder.id(),
                     grant.token()
-                );
+                ));
             }
         }
-        let last = replicas[0].current().await?.expect("a round is running");
-        println!(
-            "round {round}: operators see {} with {:?} left",
-            last.holder.id(),
-            last.remaining
-        );
-        tokio::time::sleep(period).await;
+        if let Some(last) = replicas[0].current().await? {
+            out.push(format!(
+                "round {round}: operators see {} with {:.1} s left",
+                last.holder.id(),
+                last.remaining.as_secs_f64()
+            ));
+        }
+        tokio::time::sleep(crate::past_expiry(&*store, period)).await;
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use lease_core::MemoryStore;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,10 @@
+//! The `juju_claimer` seed's story (see `lease_examples::seeds::juju_claimer`), on the
+//! store named on the command line: `memory` (the default),
+//! `redis://HOST:PORT` or `etcd://HOST:PORT`.
+
+#[tokio::main]
+async fn main() -> Result<(), lease_core::LeaseError> {
+    let store = lease_examples::store_from_args().await?;
+    lease_examples::print(&lease_examples::seeds::juju_claimer::demo(store).await?);
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The `session_execution_lease_store` seed's story (see `lease_examples::seeds::session_execution_lease_store`), on the
+//! store named on the command line: `memory` (the default),
+//! `redis://HOST:PORT` or `etcd://HOST:PORT`.
+
+#[tokio::main]
+async fn main() -> Result<(), lease_core::LeaseError> {
+    let store = lease_examples::store_from_args().await?;
+    lease_examples::print(
+        &lease_examples::seeds::session_execution_lease_store::demo(store).await?,
+    );
+    Ok(())
+}
