@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lease_admin::{Target, connect};
-use lease_core::{Cursor, DynLeaseStore, LeaseError, LeaseKey, Listed};
+use lease_core::{DynLeaseStore, LeaseError, LeaseKey, Listed};
 use serde_json::json;
 
 /// Look at and mend the leases of a store: list and inspect grants,
@@ -108,40 +108,30 @@ async fn run(store: DynLeaseStore, command: Command) -> Result<Outcome, LeaseErr
     Ok(match command {
         Command::List { prefix, markers } => {
             let prefix = key(&prefix)?;
-            let (mut lines, mut items, mut from): (Vec<String>, Vec<_>, Option<Cursor>) =
-                (Vec::new(), Vec::new(), None);
-            loop {
-                if markers {
-                    let page = store.list_markers(&prefix, from.as_ref(), 500).await?;
-                    for (k, value) in page.entries {
-                        lines.push(format!("{k}\t{value:?}"));
-                        items.push(json!({ "key": k.as_str(), "value": value }));
-                    }
-                    from = page.next;
-                } else {
-                    let page = store.list(&prefix, from.as_ref(), 500).await?;
-                    for entry in page.entries {
-                        match entry {
-                            Listed::Held(r) => {
-                                lines.push(format!(
-                                    "{}\theld by {}\ttoken {}\t{:.1} s left",
-                                    r.key,
-                                    r.holder,
-                                    r.token,
-                                    r.remaining.as_secs_f64()
-                                ));
-                                items.push(record_json(&r));
-                            }
-                            Listed::Corrupt { key, detail } => {
-                                lines.push(format!("{key}\tCORRUPT\t{detail}"));
-                                items.push(json!({ "key": key.as_str(), "corrupt": detail }));
-                            }
+            let (mut lines, mut items) = (Vec::new(), Vec::new());
+            if markers {
+                for (k, value) in lease_core::list_all_markers(&*store, &prefix).await? {
+                    lines.push(format!("{k}\t{value:?}"));
+                    items.push(json!({ "key": k.as_str(), "value": value }));
+                }
+            } else {
+                for entry in lease_core::list_all(&*store, &prefix).await? {
+                    match entry {
+                        Listed::Held(r) => {
+                            lines.push(format!(
+                                "{}\theld by {}\ttoken {}\t{:.1} s left",
+                                r.key,
+                                r.holder,
+                                r.token,
+                                r.remaining.as_secs_f64()
+                            ));
+                            items.push(record_json(&r));
+                        }
+                        Listed::Corrupt { key, detail } => {
+                            lines.push(format!("{key}\tCORRUPT\t{detail}"));
+                            items.push(json!({ "key": key.as_str(), "corrupt": detail }));
                         }
                     }
-                    from = page.next;
-                }
-                if from.is_none() {
-                    break;
                 }
             }
             lines.sort();

@@ -83,7 +83,7 @@ pub use fenced::FencedResource;
 pub use keeper::{KeeperStats, LostReason, MAX_BATCH, MAX_IN_FLIGHT};
 pub use key::{LeaseKey, MAX_KEY_LEN};
 pub use leaser::{Acquire, HeldLease, Leaser};
-pub use list::{Cursor, Listed, Page};
+pub use list::{Cursor, Listed, Page, list_all, list_all_markers};
 pub use memory::MemoryStore;
 pub use round::Round;
 pub use store::{Capabilities, DynLeaseStore, LeaseStore};

@@ -1,6 +1,6 @@
 //! Listing: what is held, and which markers are set, under a key prefix.
 
-use crate::{LeaseKey, LeaseRecord};
+use crate::{LeaseError, LeaseKey, LeaseRecord, LeaseStore};
 
 /// One key found by [`LeaseStore::list`](crate::LeaseStore::list).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,5 +60,49 @@ impl LeaseKey {
             || key
                 .strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// Entries a page asks for in [`list_all`] and [`list_all_markers`].
+const PAGE: usize = 500;
+
+/// Every entry of a whole [`LeaseStore::list`] of `prefix`, page after page
+/// (a key that changed during the listing may appear twice).
+///
+/// # Errors
+/// The store's errors for `list`.
+pub async fn list_all(
+    store: &dyn LeaseStore,
+    prefix: &LeaseKey,
+) -> Result<Vec<Listed>, LeaseError> {
+    let mut entries = Vec::new();
+    let mut from = None;
+    loop {
+        let page = store.list(prefix, from.as_ref(), PAGE).await?;
+        entries.extend(page.entries);
+        match page.next {
+            None => return Ok(entries),
+            next => from = next,
+        }
+    }
+}
+
+/// Every marker of a whole [`LeaseStore::list_markers`] of `prefix`.
+///
+/// # Errors
+/// The store's errors for `list_markers`.
+pub async fn list_all_markers(
+    store: &dyn LeaseStore,
+    prefix: &LeaseKey,
+) -> Result<Vec<(LeaseKey, String)>, LeaseError> {
+    let mut entries = Vec::new();
+    let mut from = None;
+    loop {
+        let page = store.list_markers(prefix, from.as_ref(), PAGE).await?;
+        entries.extend(page.entries);
+        match page.next {
+            None => return Ok(entries),
+            next => from = next,
+        }
     }
 }

@@ -86,30 +86,20 @@ impl Claimer {
         let store_error = |e: LeaseError| ClaimError::Store(e.to_string());
         let prefix = LeaseKey::new("juju").map_err(store_error)?;
         let mut snapshot = BTreeMap::new();
-        let mut from = None;
-        loop {
-            let page = self
-                .store
-                .list(&prefix, from.as_ref(), 500)
-                .await
-                .map_err(store_error)?;
-            for entry in page.entries {
-                if let Listed::Held(record) = entry {
-                    let name = record.key.segments().nth(1).map(|s| s.into_owned());
-                    if let Some(name) = name {
-                        // The latest it might still be held: no earlier
-                        // than now plus what the store reported left.
-                        let info = Info {
-                            holder: record.holder.id().to_owned(),
-                            expiry: Instant::now() + record.remaining,
-                        };
-                        snapshot.insert(name, info);
-                    }
-                }
-            }
-            match page.next {
-                None => break,
-                next => from = next,
+        for entry in lease_core::list_all(&*self.store, &prefix)
+            .await
+            .map_err(store_error)?
+        {
+            if let Listed::Held(record) = entry
+                && let Some(name) = record.key.segments().nth(1)
+            {
+                // The latest it might still be held: now plus what the
+                // store reported left.
+                let info = Info {
+                    holder: record.holder.id().to_owned(),
+                    expiry: Instant::now() + record.remaining,
+                };
+                snapshot.insert(name.into_owned(), info);
             }
         }
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
