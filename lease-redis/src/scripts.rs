@@ -27,6 +27,23 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Every script, to load them at once.
+    pub fn all(&self) -> [&Script; 11] {
+        [
+            &self.claim,
+            &self.renew,
+            &self.renew_many,
+            &self.release,
+            &self.inspect,
+            &self.inspect_many,
+            &self.guarded_write,
+            &self.read_value,
+            &self.read_values,
+            &self.marker_put,
+            &self.marker_delete,
+        ]
+    }
+
     pub fn new() -> Self {
         Self {
             claim: script!("claim.lua"),

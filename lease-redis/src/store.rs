@@ -90,11 +90,22 @@ impl RedisStore {
         })?
         .map_err(|e| connect_error(e.into()))?;
         let notifier = Notifier::new(client, channel(&config.namespace), config.connect_timeout);
+        let scripts = Scripts::new();
+        // Loaded now, so the first calls do not each find the script
+        // missing and load it. Best effort: a call still loads its script
+        // when the server lacks it (a restart, a user without SCRIPT LOAD
+        // is told so by that call).
+        let loads = scripts.all().map(|script| {
+            let mut connection = connection.clone();
+            async move { script.load_async(&mut connection).await }
+        });
+        let _ =
+            tokio::time::timeout(config.connect_timeout, futures::future::join_all(loads)).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 connection,
-                scripts: Scripts::new(),
+                scripts,
                 notifier,
             }),
         })

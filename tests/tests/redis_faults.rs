@@ -505,3 +505,37 @@ async fn ten_thousand_leases_outlive_a_frozen_server() {
     .await;
     seen.assert_survived(ttl);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_loaded_once_at_connect_not_per_call() {
+    let Some(server) = server().await else {
+        return;
+    };
+    let store = connect(server.url(), |c| c).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let loaded = lease_tests::gauges::redis_calls(&mut raw, "script|load").await;
+    // A burst of first calls: none finds its script missing.
+    let claims = (0..64).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .claim(
+                    &key(&format!("burst/{i}")),
+                    &Holder::new("a", "1").unwrap(),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(claims).await;
+    let after = lease_tests::gauges::redis_calls(&mut raw, "script|load").await;
+    assert!(loaded >= 1.0, "nothing was loaded at connect");
+    assert_eq!(
+        after,
+        loaded,
+        "{} scripts loaded by the burst itself",
+        after - loaded
+    );
+}
