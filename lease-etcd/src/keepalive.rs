@@ -33,6 +33,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The most keep-alives sent and not yet answered; more wait their turn.
+const MAX_PENDING: usize = 4096;
+
 /// A stream with nothing to carry for this long is closed.
 pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(1);
 
@@ -142,18 +145,16 @@ impl Carrier {
             let idle_until = last_sent + IDLE_CLOSE;
             tokio::select! {
                 () = stop.cancelled() => break,
-                command = inbox.recv() => match command {
+                // Past the bound, answers are read before anything more is
+                // sent: etcd stops reading requests while its answers wait
+                // unread, and a task stuck sending would never read them.
+                command = inbox.recv(), if self.pending < MAX_PENDING => match command {
                     None => break,
                     Some(Command::Send { id, reply }) => {
                         last_sent = Instant::now();
                         self.send(id, reply).await;
                     }
-                    Some(Command::Stalled) => {
-                        let stalled = self.waiting.values().filter_map(VecDeque::front).any(|(sent, _)| sent.elapsed() >= self.call_timeout);
-                        if stalled {
-                            self.close(|| Answer::TimedOut);
-                        }
-                    }
+                    Some(Command::Stalled) => self.reset_if_stalled(),
                 },
                 answer = next_answer(&mut self.open) => match answer {
                     Ok(Some((id, ttl))) => self.answer(id, ttl),
@@ -163,6 +164,10 @@ impl Carrier {
                         self.close(|| Answer::Failed(Error::LeaseKeepAliveError(text.clone())));
                     }
                 },
+                // Full and not reading commands: look for a stall here.
+                () = tokio::time::sleep(self.call_timeout), if self.pending >= MAX_PENDING => {
+                    self.reset_if_stalled();
+                }
                 () = tokio::time::sleep_until(idle_until), if self.open.is_some() && self.pending == 0 => {
                     self.close(|| Answer::TimedOut);
                 }
@@ -211,6 +216,19 @@ impl Carrier {
             Ok(Err(error)) => Answer::Failed(error),
         };
         let _ = reply.send(answer);
+    }
+
+    /// Resets the stream if its oldest request has waited out the call
+    /// timeout: a stream that stopped answering.
+    fn reset_if_stalled(&mut self) {
+        let stalled = self
+            .waiting
+            .values()
+            .filter_map(VecDeque::front)
+            .any(|(sent, _)| sent.elapsed() >= self.call_timeout);
+        if stalled {
+            self.close(|| Answer::TimedOut);
+        }
     }
 
     fn answer(&mut self, id: i64, ttl: i64) {

@@ -447,3 +447,56 @@ async fn the_whole_suite_passes_on_a_three_member_cluster() {
         failed.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_six_thousand_renewals_keeps_keep_alives_in_flight_bounded() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let store = connect(&cluster).await;
+    let ttl = Duration::from_secs(30);
+    let holder = Holder::new("batch", "1").unwrap();
+    let claims = futures::stream::iter(0..6000)
+        .map(|i| {
+            let (store, holder) = (&store, &holder);
+            async move {
+                store
+                    .claim(&key(&format!("batch/{i}")), holder, ttl)
+                    .await
+                    .unwrap()
+                    .acquired()
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(64);
+    let grants: Vec<_> = claims.collect().await;
+    let batch: Vec<_> = grants.iter().map(|g| (g.fence.clone(), ttl)).collect();
+    let watched = store.clone();
+    let sampler = tokio::spawn(async move {
+        let mut most = 0;
+        loop {
+            most = most.max(watched.lease_counts().keep_alives_in_flight);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if most > 4096 {
+                return most;
+            }
+        }
+    });
+    // More keep-alives than the stream takes at once, in one call: it
+    // neither stalls nor lets them all out together.
+    let results = tokio::time::timeout(Duration::from_secs(60), store.renew_many(&batch))
+        .await
+        .expect("the batch stalled");
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} renewals failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        !sampler.is_finished(),
+        "more than 4096 keep-alives were in flight at once"
+    );
+    sampler.abort();
+}
