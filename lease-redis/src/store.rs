@@ -518,12 +518,10 @@ impl LeaseStore for RedisStore {
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let key = &fence.key;
-        let [id, incarnation, token] = Self::fence_args(fence);
+        let own = own_record(fence);
         let (retention, channel) = (self.retention_ms(), self.channel());
-        let args: [&[u8]; 6] = [
-            &id,
-            &incarnation,
-            &token,
+        let args: [&[u8]; 4] = [
+            own.as_bytes(),
             retention.as_bytes(),
             channel.as_bytes(),
             key.as_str().as_bytes(),

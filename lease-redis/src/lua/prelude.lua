@@ -76,23 +76,33 @@ local function string_kind(key)
   return kind == 'none' or kind == 'string', kind
 end
 
--- Extends the live grant whose record starts with `own` — the fence's
--- 'v2', holder id, incarnation and token, each followed by a newline, as
--- the client sends it — by ttl_ms from now: {'renewed'}, or held(record) /
--- {'free'} when the fence is not the live grant. The fence's own record is
--- that text and the end of its grant: compared as text, with nothing
--- parsed, in the common case.
+-- The end of the grant in `value` if `value` is the record that starts
+-- with `own` — the fence's 'v2', holder id, incarnation and token, each
+-- followed by a newline, as the client sends it — else nil. The fence's
+-- own record is that text and the end of its grant: compared as text,
+-- with nothing parsed.
+local function own_ends(value, own)
+  if type(value) ~= 'string' or string.sub(value, 1, #own) ~= own then
+    return nil
+  end
+  local ends_text = string.sub(value, #own + 1)
+  if not string.find(ends_text, '^%d+$') then
+    return nil
+  end
+  return tonumber(ends_text)
+end
+
+-- Extends the live grant whose record starts with `own` (see own_ends) by
+-- ttl_ms from now: {'renewed'}, or held(record) / {'free'} when the fence
+-- is not the live grant.
 local function renew_one(key, own, ttl_ms, retention_ms, now)
-  local value = redis.pcall('GET', key)
-  if type(value) == 'string' and string.sub(value, 1, #own) == own then
-    local ends_text = string.sub(value, #own + 1)
-    if string.find(ends_text, '^%d+$') then
-      if tonumber(ends_text) <= now then
-        return { 'free' }
-      end
-      redis.call('SET', key, own .. fmt(now + ttl_ms * 1000), 'PX', ttl_ms + retention_ms)
-      return { 'renewed' }
+  local ends = own_ends(redis.pcall('GET', key), own)
+  if ends then
+    if ends <= now then
+      return { 'free' }
     end
+    redis.call('SET', key, own .. fmt(now + ttl_ms * 1000), 'PX', ttl_ms + retention_ms)
+    return { 'renewed' }
   end
   local record = read_record(key)
   if not is_live(record, now) then
