@@ -302,6 +302,26 @@ impl LeaseError {
     }
 }
 
+/// Checks that every setting in `settings` (name, value) is a positive
+/// duration: what every adapter's config asks of its timeouts.
+///
+/// # Errors
+/// [`LeaseError::InvalidConfig`] naming `backend`, the setting and its
+/// value, for the first that is zero.
+pub fn check_durations(
+    backend: &'static str,
+    settings: &[(&str, Duration)],
+) -> Result<(), LeaseError> {
+    match settings.iter().find(|(_, value)| value.is_zero()) {
+        Some((what, value)) => Err(LeaseError::InvalidConfig {
+            backend,
+            what: format!("{what} {value:?}"),
+            rule: "must be greater than zero".to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `url` with any credentials (`scheme://user:password@…`) replaced by
 /// `***`, for errors and logs.
 pub fn redacted_url(url: &str) -> String {
@@ -344,6 +364,23 @@ pub async fn with_timeout<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_durations_are_named() {
+        let err = check_durations(
+            "x",
+            &[
+                ("call timeout", Duration::from_secs(1)),
+                ("wait recheck", Duration::ZERO),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid x configuration: wait recheck 0ns: must be greater than zero"
+        );
+        assert!(check_durations("x", &[("call timeout", Duration::from_millis(1))]).is_ok());
+    }
 
     #[test]
     fn only_mutating_timeouts_are_indeterminate() {

@@ -78,7 +78,9 @@ mod store;
 mod types;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use error::{BoxError, LeaseError, Op, marker_text, redacted_url, with_timeout};
+pub use error::{
+    BoxError, LeaseError, Op, check_durations, marker_text, redacted_url, with_timeout,
+};
 pub use fenced::FencedResource;
 pub use keeper::{KeeperStats, LostReason, MAX_BATCH, MAX_IN_FLIGHT};
 pub use key::{LeaseKey, MAX_KEY_LEN};

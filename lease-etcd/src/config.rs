@@ -110,18 +110,13 @@ impl EtcdConfig {
                 "TLS needs lease-etcd built with the `tls` feature",
             ));
         }
-        for (what, value) in [
-            ("call timeout", self.call_timeout),
-            ("connect timeout", self.connect_timeout),
-            ("wait recheck", self.wait_recheck),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(
-                    format!("{what} {value:?}"),
-                    "must be greater than zero",
-                ));
-            }
-        }
-        Ok(())
+        lease_core::check_durations(
+            "etcd",
+            &[
+                ("call timeout", self.call_timeout),
+                ("connect timeout", self.connect_timeout),
+                ("wait recheck", self.wait_recheck),
+            ],
+        )
     }
 }

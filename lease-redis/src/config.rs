@@ -103,20 +103,15 @@ impl RedisConfig {
                 "rediss:// needs lease-redis built with the `tls` feature",
             ));
         }
-        for (what, value) in [
-            ("call timeout", self.call_timeout),
-            ("connect timeout", self.connect_timeout),
-            ("retention", self.retention),
-            ("wait recheck", self.wait_recheck),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(
-                    format!("{what} {value:?}"),
-                    "must be greater than zero",
-                ));
-            }
-        }
-        Ok(())
+        lease_core::check_durations(
+            "redis",
+            &[
+                ("call timeout", self.call_timeout),
+                ("connect timeout", self.connect_timeout),
+                ("retention", self.retention),
+                ("wait recheck", self.wait_recheck),
+            ],
+        )
     }
 }
 
