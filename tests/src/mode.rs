@@ -75,12 +75,24 @@ fn port_taken(why: &str) -> bool {
         || why.contains("address in use")
 }
 
-/// A free port on 127.0.0.1, as the kernel hands them out.
+/// A free port on 127.0.0.1, as the kernel hands them out, and never one
+/// this process handed out before: the kernel may offer a port again
+/// before the server it went to has bound it, and a second server on it
+/// would fail while its readiness probe reached the first one.
 pub(crate) fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err("no port on 127.0.0.1 that this process has not handed out already".to_owned())
 }
 
 /// A container name unique to this start, so that a start that failed
