@@ -11,7 +11,6 @@ pub struct RedisConfig {
     pub(crate) namespace: String,
     pub(crate) call_timeout: Duration,
     pub(crate) connect_timeout: Duration,
-    pub(crate) retention: Duration,
     pub(crate) wait_recheck: Duration,
     pub(crate) root_ca: Option<Vec<u8>>,
 }
@@ -25,7 +24,6 @@ impl RedisConfig {
             namespace: "lease".to_owned(),
             call_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
-            retention: Duration::from_secs(60),
             wait_recheck: Duration::from_secs(1),
             root_ca: None,
         }
@@ -47,13 +45,6 @@ impl RedisConfig {
     /// The limit on connecting (default 5 s).
     pub fn connect_timeout(mut self, limit: Duration) -> Self {
         self.connect_timeout = limit;
-        self
-    }
-
-    /// How long an ended grant's record is kept to order the next token
-    /// (default 60 s). Longer tolerates larger clock steps on the server.
-    pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
         self
     }
 
@@ -108,7 +99,6 @@ impl RedisConfig {
             &[
                 ("call timeout", self.call_timeout),
                 ("connect timeout", self.connect_timeout),
-                ("retention", self.retention),
                 ("wait recheck", self.wait_recheck),
             ],
         )

@@ -19,11 +19,12 @@ use crate::scripts::Scripts;
 use crate::wait::Notifier;
 
 pub(crate) const BACKEND: &str = "redis";
-/// How the record of `fence`'s grant starts (see `lua/prelude.lua`): a
-/// renewal sends it whole, so the script compares text and parses nothing.
-fn own_record(fence: &Fence) -> String {
+/// The record of `fence`'s live grant, as `lua/prelude.lua` stores it: a
+/// renewal or release sends it whole, so the script compares text and
+/// parses nothing.
+fn fence_record(fence: &Fence) -> String {
     format!(
-        "v2\n{}\n{}\n{}\n",
+        "v3\n{}\n{}\n{}",
         fence.holder.id(),
         fence.holder.incarnation(),
         fence.token.0
@@ -140,8 +141,9 @@ impl RedisStore {
         format!("{{{}}}:{space}:{key}", self.inner.config.namespace)
     }
 
-    fn retention_ms(&self) -> String {
-        self.inner.config.retention.as_millis().to_string()
+    /// The namespace's token floor (see `lua/prelude.lua`).
+    fn floor_key(&self) -> String {
+        format!("{{{}}}:floor", self.inner.config.namespace)
     }
 
     /// Runs one script: one round trip, under the call timeout.
@@ -196,12 +198,11 @@ impl RedisStore {
             Op::Claim
         };
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
-        let (ttl_ms, retention) = (ttl.as_millis().to_string(), self.retention_ms());
+        let ttl_ms = ttl.as_millis().to_string();
         let mut args: Vec<&[u8]> = vec![
             holder.id().as_bytes(),
             holder.incarnation().as_bytes(),
             ttl_ms.as_bytes(),
-            retention.as_bytes(),
         ];
         let observed_token = observed.map(|o| o.token.0.to_string());
         if let (Some(o), Some(token)) = (observed, &observed_token) {
@@ -217,7 +218,7 @@ impl RedisStore {
                 op,
                 key,
                 &self.inner.scripts.claim,
-                &[self.record_key(key)],
+                &[self.record_key(key), self.floor_key()],
                 &args,
             )
             .await?;
@@ -262,21 +263,26 @@ impl RedisStore {
         }
     }
 
-    /// What a renew reply means for `fence`.
+    /// What a renew reply means for `fence`: 1 renewed, 0 free, else a
+    /// `held` reply.
     fn renewed(
         &self,
         fence: &Fence,
         ttl: Duration,
         sent: Instant,
-        reply: &Reply,
+        reply: redis::Value,
     ) -> Result<Grant, LeaseError> {
-        if reply.tag() == b"renewed" {
-            return Ok(Grant::new(fence.clone(), ttl, sent, false));
-        }
-        Err(LeaseError::lost(
-            fence,
-            self.current(Op::Renew, &fence.key, reply)?,
-        ))
+        let current = match reply {
+            redis::Value::Int(1) => return Ok(Grant::new(fence.clone(), ttl, sent, false)),
+            redis::Value::Int(0) => None,
+            other => {
+                let reply = Vec::<Vec<u8>>::from_redis_value(other)
+                    .map(Reply)
+                    .map_err(|e| malformed(Op::Renew, &fence.key, e.to_string()))?;
+                self.current(Op::Renew, &fence.key, &reply)?
+            }
+        };
+        Err(LeaseError::lost(fence, current))
     }
 
     /// One `renew_many` script call for up to [`RENEW_BATCH`] renewals of
@@ -294,15 +300,13 @@ impl RedisStore {
             .collect();
         let texts: Vec<[String; 2]> = batch
             .iter()
-            .map(|(_, fence, ttl)| [own_record(fence), ttl.as_millis().to_string()])
+            .map(|(_, fence, ttl)| [fence_record(fence), ttl.as_millis().to_string()])
             .collect();
-        let retention = self.retention_ms();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + texts.len() * 2);
-        args.push(retention.as_bytes());
+        let mut args: Vec<&[u8]> = Vec::with_capacity(texts.len() * 2);
         args.extend(texts.iter().flatten().map(String::as_bytes));
         let sent = Instant::now();
         let replies = self
-            .run::<Vec<Vec<Vec<u8>>>>(
+            .run::<Vec<redis::Value>>(
                 Op::Renew,
                 &first.key,
                 &self.inner.scripts.renew_many,
@@ -314,7 +318,7 @@ impl RedisStore {
             Ok(replies) if replies.len() == batch.len() => batch
                 .iter()
                 .zip(replies)
-                .map(|((_, fence, ttl), reply)| self.renewed(fence, *ttl, sent, &Reply(reply)))
+                .map(|((_, fence, ttl), reply)| self.renewed(fence, *ttl, sent, reply))
                 .collect(),
             Ok(replies) => batch
                 .iter()
@@ -450,8 +454,6 @@ impl LeaseStore for RedisStore {
             .with_ttl_granularity(Duration::from_millis(1))
             .with_expiry_slack(Duration::from_millis(10))
             .with_max_value_len(16 * 1024 * 1024)
-            // Ended records are kept this long to order later tokens.
-            .with_record_retention(self.inner.config.retention)
     }
 
     async fn claim(
@@ -476,12 +478,11 @@ impl LeaseStore for RedisStore {
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
         let key = &fence.key;
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
-        let own = own_record(fence);
-        let (ttl_ms, retention) = (ttl.as_millis().to_string(), self.retention_ms());
+        let (own, ttl_ms) = (fence_record(fence), ttl.as_millis().to_string());
         let sent = Instant::now();
-        let args: [&[u8]; 3] = [own.as_bytes(), ttl_ms.as_bytes(), retention.as_bytes()];
+        let args: [&[u8]; 2] = [own.as_bytes(), ttl_ms.as_bytes()];
         let reply = self
-            .script(
+            .run::<redis::Value>(
                 Op::Renew,
                 key,
                 &self.inner.scripts.renew,
@@ -489,7 +490,7 @@ impl LeaseStore for RedisStore {
                 &args,
             )
             .await?;
-        self.renewed(fence, ttl, sent, &reply)
+        self.renewed(fence, ttl, sent, reply)
     }
 
     async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
@@ -518,14 +519,8 @@ impl LeaseStore for RedisStore {
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let key = &fence.key;
-        let own = own_record(fence);
-        let (retention, channel) = (self.retention_ms(), self.channel());
-        let args: [&[u8]; 4] = [
-            own.as_bytes(),
-            retention.as_bytes(),
-            channel.as_bytes(),
-            key.as_str().as_bytes(),
-        ];
+        let (own, channel) = (fence_record(fence), self.channel());
+        let args: [&[u8]; 3] = [own.as_bytes(), channel.as_bytes(), key.as_str().as_bytes()];
         let released: i64 = self
             .run(
                 Op::Release,

@@ -320,7 +320,7 @@ async fn every_operation_is_one_round_trip() {
 /// Only what the adapter needs: its scripts, the commands they run, its
 /// keys and its channel.
 const LEASER_ACL: &str = "on >s3cret resetkeys ~{acl}:* resetchannels &{acl}:* -@all \
-    +evalsha +eval +script|load +time +type +del +publish +get +set +subscribe +ping";
+    +evalsha +eval +script|load +time +type +del +publish +get +set +pttl +pexpire +subscribe +ping";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_least_privilege_acl_user_suffices_and_a_lesser_one_is_told_why() {
@@ -457,22 +457,24 @@ async fn tls_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ended_records_are_dropped_after_the_retention_time() {
+async fn ended_grants_leave_only_the_namespace_token_floor_behind() {
     let Some(server) = server().await else { return };
-    let retention = Duration::from_millis(300);
-    let store = connect(server.url(), |c| c.namespace("mem").retention(retention)).await;
+    let store = connect(server.url(), |c| c.namespace("mem")).await;
     let holder = Holder::new("a", "1").unwrap();
+    let ttl = Duration::from_millis(300);
+    let mut last = 0;
     for i in 0..500 {
         let grant = store
-            .claim(
-                &key(&format!("mem/{i}")),
-                &holder,
-                Duration::from_millis(200),
-            )
+            .claim(&key(&format!("mem/{i}")), &holder, ttl)
             .await
             .unwrap()
             .acquired()
             .unwrap();
+        assert!(
+            grant.fence.token.0 > last,
+            "tokens increase across the namespace"
+        );
+        last = grant.fence.token.0;
         if i % 2 == 0 {
             store.release(&grant.fence).await.unwrap();
         }
@@ -480,11 +482,78 @@ async fn ended_records_are_dropped_after_the_retention_time() {
     let client = redis::Client::open(server.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let kept: u64 = redis::cmd("DBSIZE").query_async(&mut admin).await.unwrap();
-    assert!(kept > 0, "records are kept for the retention time");
-    // Released records go after the retention, expired ones after TTL + retention.
-    tokio::time::sleep(Duration::from_millis(200) + retention + Duration::from_millis(300)).await;
-    let kept: u64 = redis::cmd("DBSIZE").query_async(&mut admin).await.unwrap();
-    assert_eq!(kept, 0, "ended records outlived the retention time");
+    assert_eq!(kept, 251, "250 live records and the floor");
+    // Expired records go when their grant ends, by the server's expiry.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(kept, ["{mem}:floor"], "ended grants left records behind");
+    // The floor orders the next token even with the records gone.
+    let floor: u64 = redis::cmd("GET")
+        .arg("{mem}:floor")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(floor, last);
+    let _: () = redis::cmd("SET")
+        .arg("{mem}:floor")
+        .arg(u64::MAX / 4096)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let next = store
+        .claim(&key("mem/0"), &holder, ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    assert_eq!(
+        next.fence.token.0,
+        u64::MAX / 4096 + 1,
+        "the next token is above the floor, not the clock"
+    );
+    // A floor of the wrong type or out of range is replaced, not obeyed or fatal.
+    let _: () = redis::cmd("DEL")
+        .arg("{mem}:floor")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("{mem}:floor")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let repaired = store
+        .claim(&key("mem/1"), &holder, ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    assert!(
+        repaired.fence.token.0 > 1_700_000_000_000_000,
+        "a token from the clock"
+    );
+    let _: () = redis::cmd("SET")
+        .arg("{mem}:floor")
+        .arg("1e300")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let repaired = store
+        .claim(&key("mem/2"), &holder, ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    assert!(
+        repaired.fence.token.0 < u64::MAX / 2,
+        "an impossible floor is ignored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,11 +104,7 @@ fn redis_glob_escape(text: &str) -> String {
 #[async_trait]
 impl Factory for RedisTarget {
     async fn open(&self) -> Result<Subject, BoxError> {
-        // A short retention, so the memory-bound case need not wait a
-        // minute for ended records to go.
-        let config = RedisConfig::new(&self.url)
-            .namespace(super::fresh_namespace())
-            .retention(std::time::Duration::from_secs(2));
+        let config = RedisConfig::new(&self.url).namespace(super::fresh_namespace());
         let store = RedisStore::connect(config.clone()).await?;
         let client = redis::Client::open(self.url.as_str())?;
         let hooks = RedisHooks {

@@ -1,34 +1,36 @@
 -- claim and reclaim of one lease.
--- KEYS[1]  the lease record
+-- KEYS[1]  the lease record   KEYS[2]  the namespace's token floor
 -- ARGV[1]  holder id          ARGV[2]  incarnation
--- ARGV[3]  TTL in ms          ARGV[4]  retention after the grant ends, in ms
--- ARGV[5..7]  reclaim only: the observed grant's id, incarnation and token
+-- ARGV[3]  TTL in ms
+-- ARGV[4..6]  reclaim only: the observed grant's id, incarnation and token
 -- Replies {'acquired', token, '1'} for a fresh grant, {'acquired', token, '0'}
 -- for the holder's own live grant refreshed, or held(record) when busy.
-local now = now_us()
 local record = read_record(KEYS[1])
-local ends = now + tonumber(ARGV[3]) * 1000
-local keep = tonumber(ARGV[3]) + tonumber(ARGV[4])
 
-if is_live(record, now) then
+if is_live(record) then
   if record.holder == ARGV[1] and record.incarnation == ARGV[2] then
-    write_record(KEYS[1], record.holder, record.incarnation, record.token_text, fmt(ends), keep)
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return { 'acquired', record.token_text, '0' }
   end
-  if ARGV[5] == nil or not is_fence(record, ARGV[5], ARGV[6], ARGV[7]) then
-    return held(record, now)
+  if ARGV[4] == nil or not is_fence(record, ARGV[4], ARGV[5], ARGV[6]) then
+    return held(record)
   end
 end
 
--- Free, ended, corrupt, or the observed grant: a fresh grant. Scripts on one
--- key run well over a microsecond apart, so the clock alone already orders
--- tokens; the last token keeps them ordered if the clock is stepped back
--- within the retention time.
+-- Free, corrupt, or the observed grant: a fresh grant, above the floor,
+-- the record replaced and the clock. The floor orders tokens whatever the
+-- clock does; the clock orders them after the floor was lost (a restart
+-- without persistence, a failover that lost the last writes).
 local last = 0
 if type(record) == 'table' then
   last = record.token
 end
-local token = fmt(math.max(last + 1, now))
--- SET replaces whatever the key held, a corrupt value of any type included.
-write_record(KEYS[1], ARGV[1], ARGV[2], token, fmt(ends), keep)
+local floor = tonumber(redis.pcall('GET', KEYS[2]))
+if not floor or floor >= 2 ^ 53 then
+  floor = 0 -- a corrupt floor: no token that high was handed out
+end
+local token = fmt(math.max(last + 1, floor + 1, now_us()))
+-- SET replaces whatever the keys held, a corrupt value of any type included.
+redis.call('SET', KEYS[1], 'v3\n' .. ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. token, 'PX', ARGV[3])
+redis.call('SET', KEYS[2], token)
 return { 'acquired', token, '1' }

@@ -4,13 +4,12 @@
 -- ARGV[4]  the value
 -- Replies {'written'}, or held(record) / {'free'} with nothing written, or
 -- {'corrupt', kind} when the target holds something other than a string.
-local now = now_us()
 local record = read_record(KEYS[1])
-if not is_live(record, now) then
+if not is_live(record) then
   return { 'free' }
 end
 if not is_fence(record, ARGV[1], ARGV[2], ARGV[3]) then
-  return held(record, now)
+  return held(record)
 end
 local ok, kind = string_kind(KEYS[2])
 if not ok then

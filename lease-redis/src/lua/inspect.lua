@@ -1,4 +1,4 @@
 -- inspect: the live grant of one lease.
 -- KEYS[1]  the lease record
 -- Replies held(record), {'free'}, or {'corrupt', what is wrong}.
-return inspect_one(KEYS[1], now_us())
+return inspect_one(KEYS[1])

@@ -1,12 +1,16 @@
 -- Prepended to every script of this crate.
 --
--- A lease record is one string: 'v2', holder id, incarnation, fencing token
--- and the end of the grant in server microseconds (0 once released), joined
--- by newlines (holder parts hold no control characters). One GET reads it;
--- one SET ... PX writes it together with its expiry. The record outlives its
--- grant by the retention time, so the next token can be derived from the
--- last one; after that, tokens come from the server clock, which has moved
--- past every earlier token.
+-- A lease record is one string: 'v3', holder id, incarnation and fencing
+-- token, joined by newlines (holder parts hold no control characters).
+-- Redis drops the key when the grant ends, so a record exists exactly
+-- while its grant is live: the server's own expiry clock decides, and a
+-- renewal is a `GET` that compares text and a `PEXPIRE`. A release deletes
+-- the record.
+--
+-- Each namespace has one token floor key (`{ns}:floor`) holding the
+-- highest token handed out in it; a fresh grant's token is above the
+-- floor, the key's last record and the server clock in µs. The floor never
+-- expires: one small key per namespace, not per lease key.
 
 local function now_us()
   local time = redis.call('TIME')
@@ -28,9 +32,11 @@ local function get_string(key)
   return value
 end
 
--- nil when absent, a string saying what is wrong when corrupt, else the
--- record. The token stays the text it was stored as (`token_text`), so it
--- is compared, replied and rewritten without formatting a number again.
+-- nil when absent (the grant ended), a string saying what is wrong when
+-- corrupt, else the live record: holder, incarnation, token (also as the
+-- text it was stored as, `token_text`, so it is compared, replied and
+-- rewritten without formatting a number again) and `left`, the ms until
+-- the grant ends.
 local function read_record(key)
   local value, wrong = get_string(key)
   if wrong then
@@ -39,26 +45,21 @@ local function read_record(key)
   if not value then
     return nil
   end
-  local holder, incarnation, token_text, ends =
-    string.match(value, '^v2\n([^\n]+)\n([^\n]+)\n(%d+)\n(%d+)$')
+  local holder, incarnation, token_text =
+    string.match(value, '^v3\n([^\n]+)\n([^\n]+)\n(%d+)$')
   local token = tonumber(token_text)
-  ends = tonumber(ends)
-  if not holder or not token or not ends or token < 1 then
+  if not holder or not token or token < 1 then
     return 'not a lease record'
   end
-  return { holder = holder, incarnation = incarnation, token = token, token_text = token_text, ends = ends }
+  local left = redis.call('PTTL', key)
+  if left < 0 then
+    return 'a lease record without an expiry'
+  end
+  return { holder = holder, incarnation = incarnation, token = token, token_text = token_text, left = left }
 end
 
--- Writes a record that Redis drops keep_ms from now. `token_text` and
--- `ends_text` are decimal text.
-local function write_record(key, holder, incarnation, token_text, ends_text, keep_ms)
-  redis.call('SET', key,
-    'v2\n' .. holder .. '\n' .. incarnation .. '\n' .. token_text .. '\n' .. ends_text,
-    'PX', keep_ms)
-end
-
-local function is_live(record, now)
-  return type(record) == 'table' and record.ends > now
+local function is_live(record)
+  return type(record) == 'table'
 end
 
 local function is_fence(record, id, incarnation, token)
@@ -66,8 +67,8 @@ local function is_fence(record, id, incarnation, token)
 end
 
 -- The live grant as a reply: {'held', id, incarnation, token, microseconds left}.
-local function held(record, now)
-  return { 'held', record.holder, record.incarnation, record.token_text, fmt(record.ends - now) }
+local function held(record)
+  return { 'held', record.holder, record.incarnation, record.token_text, fmt(record.left * 1000) }
 end
 
 -- Refuses a key that holds something other than a plain string.
@@ -76,52 +77,37 @@ local function string_kind(key)
   return kind == 'none' or kind == 'string', kind
 end
 
--- The end of the grant in `value` if `value` is the record that starts
--- with `own` — the fence's 'v2', holder id, incarnation and token, each
--- followed by a newline, as the client sends it — else nil. The fence's
--- own record is that text and the end of its grant: compared as text,
--- with nothing parsed.
-local function own_ends(value, own)
-  if type(value) ~= 'string' or string.sub(value, 1, #own) ~= own then
-    return nil
-  end
-  local ends_text = string.sub(value, #own + 1)
-  if not string.find(ends_text, '^%d+$') then
-    return nil
-  end
-  return tonumber(ends_text)
+-- Whether the value at key is `own`, the fence's record as the client
+-- writes it: then the fence holds the live grant. Nothing is parsed.
+local function is_own(key, own)
+  return redis.pcall('GET', key) == own
 end
 
--- Extends the live grant whose record starts with `own` (see own_ends) by
--- ttl_ms from now: {'renewed'}, or held(record) / {'free'} when the fence
--- is not the live grant.
-local function renew_one(key, own, ttl_ms, retention_ms, now)
-  local ends = own_ends(redis.pcall('GET', key), own)
-  if ends then
-    if ends <= now then
-      return { 'free' }
-    end
-    redis.call('SET', key, own .. fmt(now + ttl_ms * 1000), 'PX', ttl_ms + retention_ms)
-    return { 'renewed' }
+-- Extends the fence's live grant to end ttl_ms from now: 1, or
+-- held(record) / 0 (free) when the fence is not the live grant.
+local function renew_one(key, own, ttl_ms)
+  if is_own(key, own) then
+    redis.call('PEXPIRE', key, ttl_ms)
+    return 1
   end
   local record = read_record(key)
-  if not is_live(record, now) then
-    return { 'free' }
+  if is_live(record) then
+    return held(record)
   end
-  return held(record, now)
+  return 0
 end
 
 -- What inspect replies for the record at key: held(record), {'free'} or
 -- {'corrupt', what is wrong}.
-local function inspect_one(key, now)
+local function inspect_one(key)
   local record = read_record(key)
   if type(record) == 'string' then
     return { 'corrupt', record }
   end
-  if not is_live(record, now) then
+  if not is_live(record) then
     return { 'free' }
   end
-  return held(record, now)
+  return held(record)
 end
 
 -- What read_value replies for the value at key: {'value', bytes},
