@@ -1,14 +1,60 @@
-//! The Lua scripts, one per operation, each with the shared prelude.
+//! The Lua scripts, one per operation, each with the prelude functions it
+//! calls.
 
 use redis::Script;
 
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
 macro_rules! script {
     ($file:literal) => {
-        Script::new(concat!(
-            include_str!("lua/prelude.lua"),
-            include_str!(concat!("lua/", $file))
-        ))
+        Script::new(&with_prelude(include_str!(concat!("lua/", $file))))
     };
+}
+
+/// `body` after the prelude's functions it calls, directly or through
+/// each other, in the prelude's order. Redis runs a script's text from
+/// the top on every call, so each function defined is a closure built per
+/// call: a release that needs one helper should not build twelve.
+fn with_prelude(body: &str) -> String {
+    // The prelude's paragraphs; those defining a function, by name.
+    let functions: Vec<(&str, &str)> = PRELUDE
+        .split("\n\n")
+        .filter_map(|paragraph| {
+            let at = paragraph.find("local function ")? + "local function ".len();
+            let name = paragraph[at..].split('(').next()?;
+            Some((name, paragraph))
+        })
+        .collect();
+    let mut needed = vec![false; functions.len()];
+    let mut scanned = vec![body];
+    while let Some(text) = scanned.pop() {
+        for (i, (name, paragraph)) in functions.iter().enumerate() {
+            if !needed[i] && calls(text, name) {
+                needed[i] = true;
+                scanned.push(paragraph);
+            }
+        }
+    }
+    let mut script: String = functions
+        .iter()
+        .zip(needed)
+        .filter(|(_, needed)| *needed)
+        .map(|((_, paragraph), _)| format!("{paragraph}\n\n"))
+        .collect();
+    script.push_str(body);
+    script
+}
+
+/// Whether `text` calls the function `name`: `name(` not preceded by a
+/// character of an identifier.
+fn calls(text: &str, name: &str) -> bool {
+    let call = format!("{name}(");
+    text.match_indices(&call).any(|(at, _)| {
+        !text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
 }
 
 /// The scripts, hashed once per store.
@@ -57,6 +103,66 @@ impl Scripts {
             read_values: script!("read_values.lua"),
             marker_put: script!("marker_put.lua"),
             marker_delete: script!("marker_delete.lua"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defines(script: &str, name: &str) -> bool {
+        script.contains(&format!("local function {name}("))
+    }
+
+    #[test]
+    fn a_script_gets_the_functions_it_calls_and_theirs() {
+        let renew_many = with_prelude(include_str!("lua/renew_many.lua"));
+        for name in [
+            "renew_one",
+            "is_own",
+            "read_record",
+            "get_string",
+            "held",
+            "fmt",
+        ] {
+            assert!(defines(&renew_many, name), "renew_many lacks {name}");
+        }
+        for name in ["now_us", "inspect_one", "read_one", "string_kind"] {
+            assert!(!defines(&renew_many, name), "renew_many defines {name}");
+        }
+        let release = with_prelude(include_str!("lua/release.lua"));
+        assert!(defines(&release, "is_own"));
+        assert!(!defines(&release, "read_record"));
+        // Definitions come before their callers, as in the prelude.
+        assert!(renew_many.find("function get_string(") < renew_many.find("function read_record("));
+    }
+
+    #[test]
+    fn every_prelude_function_is_called_by_some_script() {
+        let texts: Vec<String> = [
+            include_str!("lua/claim.lua"),
+            include_str!("lua/renew.lua"),
+            include_str!("lua/renew_many.lua"),
+            include_str!("lua/release.lua"),
+            include_str!("lua/inspect.lua"),
+            include_str!("lua/inspect_many.lua"),
+            include_str!("lua/guarded_write.lua"),
+            include_str!("lua/read_value.lua"),
+            include_str!("lua/read_values.lua"),
+            include_str!("lua/marker_put.lua"),
+            include_str!("lua/marker_delete.lua"),
+        ]
+        .map(with_prelude)
+        .into();
+        for paragraph in PRELUDE.split("\n\n") {
+            if let Some(at) = paragraph.find("local function ") {
+                let name = paragraph[at + 15..].split('(').next().unwrap();
+                assert!(
+                    texts.iter().any(|t| defines(t, name)),
+                    "no script uses {name}"
+                );
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
--- Prepended to every script of this crate.
+-- Functions for the scripts of this crate: each script gets those it
+-- calls (src/scripts.rs), so a paragraph defines one function.
 --
 -- A lease record is one string: 'v3', holder id, incarnation and fencing
 -- token, joined by newlines (holder parts hold no control characters).
