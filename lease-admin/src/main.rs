@@ -25,6 +25,7 @@ use serde_json::json;
 #[command(name = "lease-admin", version, after_help = AFTER_HELP)]
 struct Args {
     /// The store: redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://… (TLS),
+    /// redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…] (Redis Cluster),
     /// etcd://HOST:PORT[,HOST:PORT…] or etcds://… (TLS).
     target: String,
     /// Redis namespace of the leases (as the application configured it).

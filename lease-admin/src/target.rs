@@ -11,7 +11,8 @@ use lease_redis::{RedisConfig, RedisStore};
 #[derive(Clone, Debug)]
 pub struct Target {
     /// `memory`, `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, `rediss://…`,
-    /// `etcd://HOST:PORT[,HOST:PORT…]` or `etcds://…`.
+    /// `redis+cluster://HOST:PORT[,HOST:PORT…]`, `etcd://HOST:PORT[,HOST:PORT…]`
+    /// or `etcds://…`.
     pub url: String,
     /// Redis namespace.
     pub namespace: String,
@@ -69,7 +70,15 @@ pub async fn connect(args: &Target) -> Result<DynLeaseStore, LeaseError> {
         return Ok(Arc::new(MemoryStore::new()));
     }
     let shown = lease_core::redacted_url(target);
-    if target.starts_with("redis://") || target.starts_with("rediss://") {
+    if [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|scheme| target.starts_with(scheme))
+    {
         let mut config = RedisConfig::new(target).namespace(&args.namespace);
         if let Some(pem) = ca(args)? {
             config = config.tls_root_ca(pem);
@@ -83,7 +92,7 @@ pub async fn connect(args: &Target) -> Result<DynLeaseStore, LeaseError> {
     } else {
         return Err(invalid(
             format!("target {shown:?}"),
-            "must be memory, redis://HOST:PORT[/DB], rediss://…, etcd://HOST:PORT[,HOST:PORT…] or etcds://…",
+            "must be memory, redis://HOST:PORT[/DB], rediss://…, redis+cluster://HOST:PORT[,HOST:PORT…], etcd://HOST:PORT[,HOST:PORT…] or etcds://…",
         ));
     };
     if endpoints.is_empty() || endpoints.contains('@') {

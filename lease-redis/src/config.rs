@@ -17,7 +17,10 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     /// Settings for the server at `url`: `redis://[user:password@]host:port[/db]`,
-    /// or `rediss://` for TLS (with the `tls` feature).
+    /// or `rediss://` for TLS (with the `tls` feature). For a Redis Cluster,
+    /// `redis+cluster://[user:password@]host:port[,host:port…]` (or
+    /// `rediss+cluster://`) names some of its nodes; the store learns the
+    /// rest from them.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -61,6 +64,31 @@ impl RedisConfig {
         self
     }
 
+    /// The node URLs of a cluster URL, each `redis://` (or `rediss://`) with
+    /// the URL's credentials; `None` for a single server.
+    pub(crate) fn cluster_nodes(&self) -> Option<Vec<String>> {
+        let (scheme, rest) = [
+            ("redis", "redis+cluster://"),
+            ("rediss", "rediss+cluster://"),
+        ]
+        .into_iter()
+        .find_map(|(scheme, prefix)| Some((scheme, self.url.strip_prefix(prefix)?)))?;
+        let (auth, hosts) = match rest.rsplit_once('@') {
+            Some((auth, hosts)) => (format!("{auth}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let hosts = hosts
+            .strip_suffix("/0")
+            .unwrap_or(hosts)
+            .trim_end_matches('/');
+        Some(
+            hosts
+                .split(',')
+                .map(|host| format!("{scheme}://{auth}{host}"))
+                .collect(),
+        )
+    }
+
     /// The URL with any password replaced, for errors and logs.
     pub(crate) fn redacted_url(&self) -> String {
         lease_core::redacted_url(&self.url)
@@ -88,7 +116,25 @@ impl RedisConfig {
                 "must not contain braces, whitespace or control characters",
             ));
         }
-        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        if let Some(nodes) = self.cluster_nodes() {
+            let bad = nodes.iter().find(|node| {
+                let host = node.split_once("://").map_or("", |(_, rest)| rest);
+                let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+                host.contains('/')
+                    || !host
+                        .split_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && !p.is_empty())
+            });
+            if bad.is_some() {
+                return Err(invalid(
+                    format!("URL {}", self.redacted_url()),
+                    "a cluster URL lists host:port nodes, separated by commas, with no database (a cluster has only database 0)",
+                ));
+            }
+        }
+        if (self.url.starts_with("rediss://") || self.url.starts_with("rediss+cluster://"))
+            && !cfg!(feature = "tls")
+        {
             return Err(invalid(
                 format!("URL {}", self.redacted_url()),
                 "rediss:// needs lease-redis built with the `tls` feature",
@@ -113,6 +159,35 @@ mod tests {
     fn passwords_are_redacted() {
         let config = RedisConfig::new("redis://app:s3cret@db.internal:6379/2");
         assert_eq!(config.redacted_url(), "redis://***@db.internal:6379/2");
+    }
+
+    #[test]
+    fn cluster_urls_name_their_nodes() {
+        let config = RedisConfig::new("redis+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001");
+        assert_eq!(
+            config.cluster_nodes().unwrap(),
+            [
+                "redis://app:pw@10.0.0.1:7000",
+                "redis://app:pw@10.0.0.2:7001"
+            ]
+        );
+        config.validate().unwrap();
+        assert_eq!(
+            RedisConfig::new("redis+cluster://h:1/")
+                .cluster_nodes()
+                .unwrap(),
+            ["redis://h:1"]
+        );
+        assert!(RedisConfig::new("redis://h:1").cluster_nodes().is_none());
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://h:1,",
+            "redis+cluster://h:1/2",
+            "redis+cluster://h",
+        ] {
+            let err = RedisConfig::new(bad).validate().unwrap_err().to_string();
+            assert!(err.contains("cluster URL"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Fenced leases on Redis.
 //!
 //! [`RedisStore`] implements [`lease_core::LeaseStore`] on a single Redis
-//! server (or a Redis Cluster slot). The design:
+//! server or on a Redis Cluster. The design:
 //!
 //! - **One script, one round trip.** Every operation — claim, reclaim,
 //!   renew, release, inspect, markers, guarded writes — is one Lua script
@@ -45,13 +45,26 @@
 //!   stepped back, or a replica whose clock is behind the old primary's,
 //!   can hand out a token lower than one already used. Run NTP with
 //!   slewing, not stepping, on Redis hosts.
-//! - **Cluster ready.** All keys of one store share the hash tag `{ns}` of
-//!   its namespace, so every script touches one slot. A namespace therefore
-//!   lives on one shard: spread load across shards with several namespaces.
+//! - **Redis Cluster.** A `redis+cluster://HOST:PORT[,HOST:PORT…]` URL
+//!   (any few nodes; the rest are learnt from them) connects through the
+//!   `redis` crate's async cluster client, which follows `MOVED` and `ASK`
+//!   and routes each script by its first key. All keys of one store share
+//!   the hash tag `{ns}` of its namespace, so every script — a batch
+//!   renewal of 512 keys included — touches one slot and stays one round
+//!   trip. A namespace therefore lives on one shard: spread load across
+//!   shards with several namespaces. Listing `SCAN`s the node that owns the
+//!   namespace's slot. While that slot migrates between nodes, a script
+//!   whose keys are split between them is refused with `TRYAGAIN` and is
+//!   retried (by the cluster client, then by the keeper); leases held
+//!   across a migration survive (tested with the slot half moved for a
+//!   second, renewals running). A single-server URL that reaches a cluster
+//!   node is told to use `redis+cluster://` on the first redirect.
 //! - **Wait.** Releases `PUBLISH` the lease key on the namespace's channel.
 //!   Each store keeps one subscription (not one per waiter) and wakes the
-//!   waiters of that key; a timed re-check catches expiries, which publish
-//!   nothing, and any message missed while reconnecting.
+//!   waiters of that key; in a cluster, plain `PUBLISH` reaches every node,
+//!   so the subscription is on any one node, the next after a failure. A
+//!   timed re-check catches expiries, which publish nothing, and any
+//!   message missed while reconnecting.
 //! - **Failures.** Every call runs under a time limit
 //!   ([`RedisConfig::call_timeout`]). A connection lost after sending makes a
 //!   mutating call indeterminate ([`lease_core::LeaseError::is_indeterminate`]).
@@ -66,6 +79,7 @@
 //! ```
 
 mod config;
+mod connection;
 mod list;
 mod reply;
 mod scripts;

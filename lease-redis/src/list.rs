@@ -67,13 +67,15 @@ impl RedisStore {
         for _ in 0..STEPS_PER_PAGE {
             let (next_step, mut keys): (String, Vec<String>) =
                 with_timeout(op, prefix, timeout, async {
-                    redis::cmd("SCAN")
-                        .arg(&step)
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(&step)
                         .arg("MATCH")
                         .arg(&pattern)
                         .arg("COUNT")
-                        .arg(limit.max(SCAN_COUNT))
-                        .query_async(&mut connection)
+                        .arg(limit.max(SCAN_COUNT));
+                    // In a cluster, on the node of the namespace's slot.
+                    connection
+                        .query_at(&scan, &root)
                         .await
                         .map_err(|e| redis_error(op, prefix, e, timeout))
                 })

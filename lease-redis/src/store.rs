@@ -9,11 +9,12 @@ use lease_core::{
     Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
     LeaseStore, Listed, Op, Page, with_timeout,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{FromRedisValue, Script};
 use tokio::time::Instant;
 
 use crate::RedisConfig;
+use crate::connection::Connection;
 use crate::reply::Reply;
 use crate::scripts::Scripts;
 use crate::wait::Notifier;
@@ -44,7 +45,7 @@ pub struct RedisStore {
 
 pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
-    pub(crate) connection: ConnectionManager,
+    pub(crate) connection: Connection,
     pub(crate) scripts: Scripts,
     notifier: Notifier,
 }
@@ -67,30 +68,58 @@ impl RedisStore {
     /// the credentials) within the connect timeout.
     pub async fn connect(config: RedisConfig) -> Result<Self, LeaseError> {
         config.validate()?;
-        let client = open_client(&config).map_err(|e| LeaseError::InvalidConfig {
+        let invalid_url = |e: redis::RedisError| LeaseError::InvalidConfig {
             backend: BACKEND,
             what: format!("URL {}", config.redacted_url()),
-            rule: format!("must be redis://[user:password@]host:port[/db] or rediss://… with the tls feature ({e})"),
-        })?;
+            rule: format!(
+                "must be redis://[user:password@]host:port[/db], redis+cluster://[user:password@]host:port[,host:port…], or rediss:… with the tls feature ({e})"
+            ),
+        };
         let connect_error = |source: lease_core::BoxError| LeaseError::Connect {
             backend: BACKEND,
             endpoint: config.redacted_url(),
             source,
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.call_timeout))
-            .set_number_of_retries(2);
-        let connection = tokio::time::timeout(
+        let timed_out =
+            || connect_error(format!("no answer within {:?}", config.connect_timeout).into());
+        let (connection, subscribe_to) = match config.cluster_nodes() {
+            None => {
+                let client = open_client(&config.url, &config).map_err(invalid_url)?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.call_timeout))
+                    .set_number_of_retries(2);
+                let manager = tokio::time::timeout(
+                    config.connect_timeout,
+                    client.get_connection_manager_with_config(manager_config),
+                )
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| connect_error(e.into()))?;
+                (Connection::Single(manager), vec![client])
+            }
+            Some(nodes) => {
+                let cluster = open_cluster(&nodes, &config).map_err(invalid_url)?;
+                let connection =
+                    tokio::time::timeout(config.connect_timeout, cluster.get_async_connection())
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| connect_error(e.into()))?;
+                // Plain PUBLISH reaches every node of a cluster: any one
+                // node serves the subscription, the next after a failure.
+                let clients = nodes
+                    .iter()
+                    .map(|node| open_client(node, &config))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(invalid_url)?;
+                (Connection::Cluster(connection), clients)
+            }
+        };
+        let notifier = Notifier::new(
+            subscribe_to,
+            channel(&config.namespace),
             config.connect_timeout,
-            client.get_connection_manager_with_config(manager_config),
-        )
-        .await
-        .map_err(|_| {
-            connect_error(format!("no answer within {:?}", config.connect_timeout).into())
-        })?
-        .map_err(|e| connect_error(e.into()))?;
-        let notifier = Notifier::new(client, channel(&config.namespace), config.connect_timeout);
+        );
         let scripts = Scripts::new();
         // Loaded now, so the first calls do not each find the script
         // missing and load it. Best effort: a call still loads its script
@@ -130,6 +159,29 @@ impl RedisStore {
     /// The pub/sub channel on which releases are announced.
     pub fn channel(&self) -> String {
         channel(&self.inner.config.namespace)
+    }
+
+    /// Runs `cmd` on the node that holds this store's namespace (the
+    /// server itself when it is not a cluster), under the call timeout:
+    /// for tools and tests that look at the namespace's keys directly
+    /// (`SCAN`, `SET`, `DEL` of keys under [`RedisStore::key_prefix`]).
+    ///
+    /// # Errors
+    /// The server's error, or [`LeaseError::Timeout`].
+    pub async fn query_namespace<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, LeaseError> {
+        let key = LeaseKey::new("raw").expect("a valid key");
+        let limit = self.inner.config.call_timeout;
+        let mut connection = self.inner.connection.clone();
+        with_timeout(Op::Inspect, &key, limit, async {
+            connection
+                .query_at(cmd, &self.key_prefix())
+                .await
+                .map_err(|e| redis_error(Op::Inspect, &key, e, limit))
+        })
+        .await
     }
 
     /// Every Redis key of this store's namespace starts with this.
@@ -367,18 +419,39 @@ impl RedisStore {
     }
 }
 
-fn open_client(config: &RedisConfig) -> redis::RedisResult<redis::Client> {
+fn open_client(url: &str, config: &RedisConfig) -> redis::RedisResult<redis::Client> {
     #[cfg(feature = "tls")]
     if let Some(pem) = &config.root_ca {
         // Only ring is built in; make it the process default if none is.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let roots = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem.clone()),
-        };
-        return redis::Client::build_with_tls(config.url.as_str(), roots);
+        return redis::Client::build_with_tls(url, tls_roots(pem));
     }
-    redis::Client::open(config.url.as_str())
+    let _ = config;
+    redis::Client::open(url)
+}
+
+fn open_cluster(
+    nodes: &[String],
+    config: &RedisConfig,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    let builder = redis::cluster::ClusterClient::builder(nodes.to_vec())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.call_timeout)
+        .retries(2);
+    #[cfg(feature = "tls")]
+    if let Some(pem) = &config.root_ca {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        return builder.certs(tls_roots(pem)).build();
+    }
+    builder.build()
+}
+
+#[cfg(feature = "tls")]
+fn tls_roots(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    }
 }
 
 fn channel(namespace: &str) -> String {
@@ -403,6 +476,12 @@ pub(crate) fn redis_error(
     let refused = error
         .code()
         .is_some_and(|code| code == "NOPERM" || code == "NOSCRIPT");
+    if error.code() == Some("MOVED") {
+        let source = format!(
+            "the server is a Redis Cluster node and another node serves this namespace: connect with redis+cluster://HOST:PORT[,HOST:PORT…] ({error})"
+        );
+        return LeaseError::backend(BACKEND, op, key, false, source);
+    }
     if refused {
         let source = format!(
             "the server refused the script; the user needs EVALSHA, SCRIPT LOAD and the keys {{namespace}}:* ({error})"

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Fans released lease keys out to the waiters of one store.
 pub(crate) struct Notifier {
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     released: broadcast::Sender<String>,
     subscribed: watch::Sender<bool>,
@@ -20,9 +20,11 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(client: redis::Client, channel: String, connect_timeout: Duration) -> Self {
+    /// Subscribes through the first of `clients` that answers, moving on
+    /// to the next (round robin) when a subscription fails.
+    pub fn new(clients: Vec<redis::Client>, channel: String, connect_timeout: Duration) -> Self {
         Self {
-            client,
+            clients,
             channel,
             released: broadcast::channel(1024).0,
             subscribed: watch::Sender::new(false),
@@ -38,7 +40,7 @@ impl Notifier {
     pub async fn listen(&self, limit: Duration) -> broadcast::Receiver<String> {
         self.started.get_or_init(|| {
             tokio::spawn(run(
-                self.client.clone(),
+                self.clients.clone(),
                 self.channel.clone(),
                 self.released.clone(),
                 self.subscribed.clone(),
@@ -60,7 +62,7 @@ impl Drop for Notifier {
 }
 
 async fn run(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     released: broadcast::Sender<String>,
     subscribed: watch::Sender<bool>,
@@ -68,7 +70,10 @@ async fn run(
     connect_timeout: Duration,
 ) {
     let mut backoff = Duration::from_millis(50);
-    while !stop.is_cancelled() {
+    for client in clients.iter().cycle() {
+        if stop.is_cancelled() {
+            return;
+        }
         let session = async {
             let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
                 .await

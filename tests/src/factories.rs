@@ -9,7 +9,7 @@ use lease_conformance::{Factory, Hooks, Subject};
 use lease_core::{BoxError, LeaseKey};
 use tokio::sync::Mutex;
 
-use crate::{EtcdCluster, RedisOptions, RedisServer, ServerError, servers_required};
+use crate::{EtcdCluster, RedisCluster, RedisOptions, RedisServer, ServerError, servers_required};
 
 /// External servers are not restarted by tests; the harness's own are.
 fn restart_not_run() -> &'static [&'static str] {
@@ -125,5 +125,36 @@ impl Factory for EtcdServerFactory {
 
     fn expected_not_run(&self) -> &[&str] {
         restart_not_run()
+    }
+}
+
+/// One Redis Cluster for every case (three processes per case would cost
+/// more than the cases), a fresh namespace per case; no restart hook.
+#[derive(Clone, Debug)]
+pub struct RedisClusterFactory {
+    url: Result<String, String>,
+}
+
+impl RedisClusterFactory {
+    /// Cases on `cluster`, or unavailable for why it could not be had.
+    pub fn new(cluster: &Result<RedisCluster, ServerError>) -> Self {
+        Self {
+            url: match cluster {
+                Ok(cluster) => Ok(cluster.url().to_owned()),
+                Err(why) => Err(why.0.clone()),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Factory for RedisClusterFactory {
+    async fn open(&self) -> Result<Subject, BoxError> {
+        let url = available(self.url.clone().map_err(ServerError))?;
+        RedisTarget::new(url).open().await
+    }
+
+    fn expected_not_run(&self) -> &[&str] {
+        &["tokens_increase_across_server_restart"]
     }
 }

@@ -34,14 +34,16 @@ mod local;
 mod mode;
 mod proxy;
 mod redis;
+mod redis_cluster;
 mod stall;
 mod tls;
 
 pub use etcd::{EtcdCluster, EtcdOptions};
-pub use factories::{EtcdServerFactory, RedisServerFactory};
+pub use factories::{EtcdServerFactory, RedisClusterFactory, RedisServerFactory};
 pub use mode::{Mode, mode, servers_required};
 pub use proxy::{FaultProxy, Replies};
 pub use redis::{RedisOptions, RedisServer};
+pub use redis_cluster::RedisCluster;
 pub use stall::{Stalled, hold_through_a_stall};
 pub use tls::TestCertificates;
 

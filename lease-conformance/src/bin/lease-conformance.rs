@@ -14,7 +14,8 @@ use lease_core::BoxError;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// `memory`, `redis://HOST:PORT[/DB]` or `etcd://HOST:PORT[,HOST:PORT...]`.
+    /// `memory`, `redis://HOST:PORT[/DB]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`
+    /// or `etcd://HOST:PORT[,HOST:PORT...]`.
     target: String,
     /// Write a JUnit XML report here.
     #[arg(long)]
@@ -41,7 +42,15 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
         return Ok(Arc::new(MemoryFactory));
     }
     #[cfg(feature = "redis")]
-    if target.starts_with("redis://") || target.starts_with("rediss://") {
+    if [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|scheme| target.starts_with(scheme))
+    {
         return Ok(Arc::new(lease_conformance::targets::RedisTarget::new(
             target,
         )));
@@ -55,7 +64,7 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
     }
     let scheme = target.split("://").next().unwrap_or_default();
     let feature = match scheme {
-        "redis" | "rediss" => Some("redis"),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Some("redis"),
         "etcd" => Some("etcd"),
         _ => None,
     };
@@ -64,7 +73,7 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
             "target {target:?} needs the CLI built with the `{feature}` feature: cargo run -p lease-conformance --features {feature} -- {target}"
         ),
         None => format!(
-            "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB] or etcd://HOST:PORT[,HOST:PORT...]"
+            "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] or etcd://HOST:PORT[,HOST:PORT...]"
         ),
     })
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lease_core::{BoxError, DynLeaseStore, LeaseKey};
 use lease_redis::{RedisConfig, RedisStore};
-use redis::AsyncCommands;
 
 use crate::{Factory, Hooks, Subject};
 
@@ -17,34 +16,41 @@ pub struct RedisTarget {
 }
 
 impl RedisTarget {
-    /// A target for the server at `url` (`redis://HOST:PORT[/DB]`).
+    /// A target for the server at `url` (`redis://HOST:PORT[/DB]`, or a
+    /// cluster's `redis+cluster://HOST:PORT[,HOST:PORT…]`).
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: url.into() }
     }
 }
 
-/// Raw access to the namespace, for hooks and cleanup.
+/// Raw access to the namespace, for hooks and cleanup: through the store,
+/// so a cluster's commands reach the node of the namespace's slot.
 struct RedisHooks {
     store: RedisStore,
-    client: redis::Client,
     config: RedisConfig,
 }
 
 impl RedisHooks {
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
-        Ok(self.client.get_multiplexed_async_connection().await?)
-    }
-
     /// Every key of the namespace (SCAN skips expired ones).
     async fn namespace_keys(&self) -> Result<Vec<String>, BoxError> {
-        let mut connection = self.connection().await?;
         let pattern = format!("{}*", redis_glob_escape(&self.store.key_prefix()));
-        let mut iter = connection.scan_match::<_, String>(pattern).await?;
-        let mut keys = Vec::new();
-        while let Some(key) = futures::StreamExt::next(&mut iter).await {
-            keys.push(key?);
+        let (mut cursor, mut keys) = ("0".to_owned(), Vec::new());
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, found): (String, Vec<String>) = self.store.query_namespace(&scan).await?;
+            keys.extend(found);
+            if next == "0" {
+                keys.sort();
+                keys.dedup();
+                return Ok(keys);
+            }
+            cursor = next;
         }
-        Ok(keys)
     }
 }
 
@@ -52,10 +58,10 @@ impl RedisHooks {
 impl Hooks for RedisHooks {
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
         let planted = async {
-            let mut connection = self.connection().await?;
-            let _: () = connection
-                .set(self.store.record_key(key), "\u{0}not a lease record")
-                .await?;
+            let mut set = redis::cmd("SET");
+            set.arg(self.store.record_key(key))
+                .arg("\u{0}not a lease record");
+            let _: () = self.store.query_namespace(&set).await?;
             Ok(())
         };
         Some(planted.await)
@@ -76,10 +82,12 @@ impl Hooks for RedisHooks {
 
     async fn finish(&self) {
         let cleanup = async {
-            let mut connection = self.connection().await?;
             let keys = self.namespace_keys().await?;
             for chunk in keys.chunks(512) {
-                let _: () = connection.del(chunk).await?;
+                let _: () = self
+                    .store
+                    .query_namespace(redis::cmd("DEL").arg(chunk))
+                    .await?;
             }
             Ok::<_, BoxError>(())
         };
@@ -106,10 +114,8 @@ impl Factory for RedisTarget {
     async fn open(&self) -> Result<Subject, BoxError> {
         let config = RedisConfig::new(&self.url).namespace(super::fresh_namespace());
         let store = RedisStore::connect(config.clone()).await?;
-        let client = redis::Client::open(self.url.as_str())?;
         let hooks = RedisHooks {
             store: store.clone(),
-            client,
             config,
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))

@@ -1,14 +1,15 @@
-//! `with-servers COMMAND [ARGS…]`: starts a Redis server and an etcd
-//! cluster through the test harness (mode from `LEASE_TEST_SERVERS`), runs
-//! the command with `LEASE_TEST_REDIS_URL` and `LEASE_TEST_ETCD_ENDPOINTS`
-//! set, stops the servers and exits with the command's status.
+//! `with-servers COMMAND [ARGS…]`: starts a Redis server, a three-master
+//! Redis Cluster and an etcd cluster through the test harness (mode from
+//! `LEASE_TEST_SERVERS`), runs the command with `LEASE_TEST_REDIS_URL`,
+//! `LEASE_TEST_REDIS_CLUSTER_URL` and `LEASE_TEST_ETCD_ENDPOINTS` set, stops
+//! the servers and exits with the command's status.
 //!
 //! A server that cannot be started is reported and left out (its variable
 //! unset) — or, with `LEASE_TEST_REQUIRE_SERVERS=1`, ends the run.
 
 use std::process::ExitCode;
 
-use lease_tests::{EtcdCluster, RedisServer, servers_required};
+use lease_tests::{EtcdCluster, RedisCluster, RedisServer, servers_required};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -17,14 +18,23 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let (redis, etcd) =
-        runtime.block_on(async { (RedisServer::start().await, EtcdCluster::start().await) });
+    let (redis, redis_cluster, etcd) = runtime.block_on(async {
+        (
+            RedisServer::start().await,
+            RedisCluster::start().await,
+            EtcdCluster::start().await,
+        )
+    });
     let mut command = std::process::Command::new(&program);
     command.args(args);
     for (name, started) in [
         (
             "LEASE_TEST_REDIS_URL",
             redis.as_ref().map(|s| s.url().to_owned()),
+        ),
+        (
+            "LEASE_TEST_REDIS_CLUSTER_URL",
+            redis_cluster.as_ref().map(|c| c.url().to_owned()),
         ),
         (
             "LEASE_TEST_ETCD_ENDPOINTS",
@@ -47,6 +57,9 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         if let Ok(server) = redis {
             server.stop().await;
+        }
+        if let Ok(cluster) = redis_cluster {
+            cluster.stop().await;
         }
         if let Ok(cluster) = etcd {
             cluster.stop().await;
