@@ -12,6 +12,7 @@ pub struct RedisConfig {
     pub(crate) call_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) wait_recheck: Duration,
+    pub(crate) restart_quarantine: Option<Duration>,
     pub(crate) root_ca: Option<Vec<u8>>,
 }
 
@@ -28,6 +29,7 @@ impl RedisConfig {
             call_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             wait_recheck: Duration::from_secs(1),
+            restart_quarantine: None,
             root_ca: None,
         }
     }
@@ -54,6 +56,23 @@ impl RedisConfig {
     /// How often a waiter re-checks a key without a notification (default 1 s).
     pub fn wait_recheck(mut self, every: Duration) -> Self {
         self.wait_recheck = every;
+        self
+    }
+
+    /// Turns on the restart quarantine, for servers whose restart can lose
+    /// data (no persistence, or `appendfsync` other than `always`): when a
+    /// namespace's data is gone and the server has been up for less than
+    /// `longest_ttl`, no fresh grant is made in that namespace until it
+    /// has — claims answer busy with a record whose holder is
+    /// `restart-quarantine` (incarnation `redis`, token 0) and whose time
+    /// left is the quarantine's. So a holder whose grant the restart
+    /// erased is never joined by a second holder before its deadline. TTLs
+    /// above `longest_ttl` are refused. Off by default: a fresh server
+    /// looks exactly like one that lost its data, so with the quarantine
+    /// on, a namespace first used within `longest_ttl` of the server's
+    /// start waits out the rest of it too.
+    pub fn restart_quarantine(mut self, longest_ttl: Duration) -> Self {
+        self.restart_quarantine = Some(longest_ttl);
         self
     }
 
@@ -146,6 +165,10 @@ impl RedisConfig {
                 ("call timeout", self.call_timeout),
                 ("connect timeout", self.connect_timeout),
                 ("wait recheck", self.wait_recheck),
+                (
+                    "restart quarantine",
+                    self.restart_quarantine.unwrap_or(Duration::MAX),
+                ),
             ],
         )
     }

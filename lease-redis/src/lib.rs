@@ -45,6 +45,21 @@
 //!   stepped back, or a replica whose clock is behind the old primary's,
 //!   can hand out a token lower than one already used. Run NTP with
 //!   slewing, not stepping, on Redis hosts.
+//! - **Restarts that lose data.** A restart without persistence erases
+//!   every record while their holders still count on their deadlines; by
+//!   default the next claim is granted at once (with a higher token, from
+//!   the clock), so two processes act as owner until the old deadline
+//!   passes. [`RedisConfig::restart_quarantine`] closes that window: while
+//!   a namespace's token floor is missing and the server has been up for
+//!   less than the longest TTL, no fresh grant is made (claims answer
+//!   busy with a `restart-quarantine` record, inspect shows it, waiters
+//!   sleep through it); TTLs above that longest TTL are refused. The
+//!   script reads the server's `uptime_in_seconds`, so the quarantine errs
+//!   up to a second long. It is off by default because a fresh server is
+//!   indistinguishable from one that lost its data: with it on, the first
+//!   use of a namespace within the longest TTL of the server's start waits
+//!   out the rest of it. Renewals of erased grants find no record and
+//!   their holders get `lost`.
 //! - **Redis Cluster.** A `redis+cluster://HOST:PORT[,HOST:PORT…]` URL
 //!   (any few nodes; the rest are learnt from them) connects through the
 //!   `redis` crate's async cluster client, which follows `MOVED` and `ASK`
@@ -70,6 +85,19 @@
 //!   mutating call indeterminate ([`lease_core::LeaseError::is_indeterminate`]).
 //!   A key holding a foreign type or a malformed value is a corrupt record:
 //!   `inspect` reports it, a claim repairs it by takeover.
+//!
+//! **What each deployment guarantees** (exclusivity: no two holders inside
+//! their deadlines; token order: every fresh grant's token above all
+//! earlier ones on its key):
+//!
+//! | deployment | exclusivity | token order |
+//! | --- | --- | --- |
+//! | one server, `appendfsync always` | yes, across restarts | yes |
+//! | one server, no persistence (or `everysec`) | not across a restart that loses data, unless the restart quarantine is on | yes while the server clock is not stepped back across the restart |
+//! | Redis Cluster | as its shards: each namespace is one shard | as its shards; holds across slot migration |
+//! | Sentinel-managed primary | not supported yet | — |
+//! | any, server clock stepped forward | no: grants end early by the server's clock | yes |
+//! | any, server clock stepped back | yes (grants last longer) | yes (the token floor), except across a restart that lost the floor |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), lease_core::LeaseError> {

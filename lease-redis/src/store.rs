@@ -193,6 +193,25 @@ impl RedisStore {
         format!("{{{}}}:{space}:{key}", self.inner.config.namespace)
     }
 
+    /// The restart quarantine in ms, as the scripts take it: 0 when off.
+    fn quarantine_ms(&self) -> String {
+        self.inner
+            .config
+            .restart_quarantine
+            .map_or(0, |q| q.as_millis().max(1))
+            .to_string()
+    }
+
+    /// A busy record for a key under the restart quarantine.
+    fn quarantine_record(key: &LeaseKey, reply: &Reply) -> Result<LeaseRecord, String> {
+        Ok(LeaseRecord {
+            key: key.clone(),
+            holder: Holder::new("restart-quarantine", "redis").expect("a valid holder"),
+            token: lease_core::FencingToken(0),
+            remaining: Duration::from_micros(reply.number(1)?),
+        })
+    }
+
     /// The namespace's token floor (see `lua/prelude.lua`).
     fn floor_key(&self) -> String {
         format!("{{{}}}:floor", self.inner.config.namespace)
@@ -250,11 +269,12 @@ impl RedisStore {
             Op::Claim
         };
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
-        let ttl_ms = ttl.as_millis().to_string();
+        let (ttl_ms, quarantine) = (ttl.as_millis().to_string(), self.quarantine_ms());
         let mut args: Vec<&[u8]> = vec![
             holder.id().as_bytes(),
             holder.incarnation().as_bytes(),
             ttl_ms.as_bytes(),
+            quarantine.as_bytes(),
         ];
         let observed_token = observed.map(|o| o.token.0.to_string());
         if let (Some(o), Some(token)) = (observed, &observed_token) {
@@ -289,6 +309,7 @@ impl RedisStore {
                 )))
             }),
             b"held" => reply.record(key).map(Claim::Busy),
+            b"quarantined" => Self::quarantine_record(key, &reply).map(Claim::Busy),
             _ => Err(format!("unexpected reply {}", reply.describe())),
         };
         parsed.map_err(|why| malformed(op, key, why))
@@ -527,12 +548,17 @@ pub(crate) fn corrupt_or_malformed(op: Op, key: &LeaseKey, reply: &Reply) -> Lea
 #[async_trait]
 impl LeaseStore for RedisStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(BACKEND)
+        let capabilities = Capabilities::new(BACKEND)
             // Redis keys expire in milliseconds; the slack covers clock
             // rate differences between client and server.
             .with_ttl_granularity(Duration::from_millis(1))
             .with_expiry_slack(Duration::from_millis(10))
-            .with_max_value_len(16 * 1024 * 1024)
+            .with_max_value_len(16 * 1024 * 1024);
+        match self.inner.config.restart_quarantine {
+            // A longer grant could outlive the quarantine after a restart.
+            Some(longest) => capabilities.with_max_ttl(longest),
+            None => capabilities,
+        }
     }
 
     async fn claim(
@@ -613,17 +639,21 @@ impl LeaseStore for RedisStore {
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        let quarantine = self.quarantine_ms();
         let reply = self
             .script(
                 Op::Inspect,
                 key,
                 &self.inner.scripts.inspect,
-                &[self.record_key(key)],
-                &[],
+                &[self.record_key(key), self.floor_key()],
+                &[quarantine.as_bytes()],
             )
             .await?;
         match reply.tag() {
             b"corrupt" => Err(corrupt_or_malformed(Op::Inspect, key, &reply)),
+            b"quarantined" => Self::quarantine_record(key, &reply)
+                .map(Some)
+                .map_err(|why| malformed(Op::Inspect, key, why)),
             _ => self.current(Op::Inspect, key, &reply),
         }
     }

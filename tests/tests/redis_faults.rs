@@ -608,3 +608,105 @@ async fn scripts_are_loaded_once_at_connect_not_per_call() {
         after - loaded
     );
 }
+
+/// Claims `key` as `holder` until it is granted, at most `limit`; every
+/// answer before that must be busy. Returns when it was granted.
+async fn claim_until_granted(
+    store: &RedisStore,
+    k: &LeaseKey,
+    holder: &Holder,
+    ttl: Duration,
+    limit: Duration,
+) -> (Instant, lease_core::Grant, Vec<lease_core::LeaseRecord>) {
+    let give_up = Instant::now() + limit;
+    let mut refusals = Vec::new();
+    while Instant::now() < give_up {
+        match store.claim(k, holder, ttl).await {
+            Ok(Claim::Acquired(grant)) => return (Instant::now(), grant, refusals),
+            Ok(Claim::Busy(record)) => refusals.push(record),
+            Err(_) => {} // the restarted server is coming back
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{k} was not granted within {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_restart_quarantine_nobody_is_granted_an_erased_key_before_its_holders_deadline() {
+    let Some(mut server) = server().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(3);
+    let quarantined = |c: RedisConfig| c.namespace("q").restart_quarantine(ttl);
+    let store = connect(server.url(), quarantined).await;
+    let rival = connect(server.url(), quarantined).await;
+    let k = key("q/job");
+
+    // A server that just started looks like one that lost its data: the
+    // first claim waits out the rest of the quarantine, told why.
+    let a = Holder::new("a", "1").unwrap();
+    let (_, first, refusals) = claim_until_granted(&store, &k, &a, ttl, ttl * 2).await;
+    let why = refusals.first().expect("the fresh server was quarantined");
+    assert_eq!(why.holder.id(), "restart-quarantine");
+    assert!(why.remaining <= ttl + Duration::from_secs(1), "{why:?}");
+    assert!(store.release(&first.fence).await.unwrap());
+    let refused = store.claim(&k, &a, ttl * 2).await.unwrap_err();
+    assert!(
+        matches!(refused, LeaseError::InvalidTtl { .. }),
+        "{refused}"
+    );
+
+    // A holder keeps its lease alive; the server restarts and loses it.
+    let leaser =
+        Leaser::new(Arc::new(store.clone()), a, ttl).renew_every(Duration::from_millis(300));
+    let lease = leaser.try_acquire(&k).await.unwrap().held().expect("free");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().await.expect("restart");
+    let restarted = Instant::now();
+    // Another client claims at once and keeps trying: busy until the old
+    // holder's deadline has passed, granted soon after, with a higher token.
+    let b = Holder::new("b", "1").unwrap();
+    let (granted, second, refusals) = claim_until_granted(&rival, &k, &b, ttl, ttl * 3).await;
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.holder.id() == "restart-quarantine"),
+        "{refusals:?}"
+    );
+    assert!(
+        granted >= lease.deadline(),
+        "granted {:?} before the erased holder's deadline",
+        lease.deadline() - granted
+    );
+    assert!(
+        granted < restarted + ttl + Duration::from_secs(2),
+        "the quarantine outlasted its bound"
+    );
+    assert!(second.fence.token > lease.fence().token);
+    assert!(lease.is_lost(), "the erased holder was told");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_restart_quarantine_a_restart_that_loses_data_grants_at_once() {
+    // The hazard the quarantine exists for: this must stay true, or the
+    // test above proves nothing.
+    let Some(mut server) = server().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(3);
+    let store = connect(server.url(), |c| c.namespace("q")).await;
+    let k = key("q/job");
+    let first = store
+        .claim(&k, &Holder::new("a", "1").unwrap(), ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    server.restart().await.expect("restart");
+    let (granted, _, _) =
+        claim_until_granted(&store, &k, &Holder::new("b", "1").unwrap(), ttl, ttl).await;
+    assert!(
+        granted < first.deadline,
+        "a second holder while the first's deadline is ahead"
+    );
+}

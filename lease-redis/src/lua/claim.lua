@@ -1,10 +1,11 @@
 -- claim and reclaim of one lease.
 -- KEYS[1]  the lease record   KEYS[2]  the namespace's token floor
 -- ARGV[1]  holder id          ARGV[2]  incarnation
--- ARGV[3]  TTL in ms
--- ARGV[4..6]  reclaim only: the observed grant's id, incarnation and token
+-- ARGV[3]  TTL in ms          ARGV[4]  the restart quarantine in ms (0: off)
+-- ARGV[5..7]  reclaim only: the observed grant's id, incarnation and token
 -- Replies {'acquired', token, '1'} for a fresh grant, {'acquired', token, '0'}
--- for the holder's own live grant refreshed, or held(record) when busy.
+-- for the holder's own live grant refreshed, held(record) when busy, or
+-- quarantined(ms left) when no fresh grant may be made yet.
 local record = read_record(KEYS[1])
 
 if is_live(record) then
@@ -12,7 +13,7 @@ if is_live(record) then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return { 'acquired', record.token_text, '0' }
   end
-  if ARGV[4] == nil or not is_fence(record, ARGV[4], ARGV[5], ARGV[6]) then
+  if ARGV[5] == nil or not is_fence(record, ARGV[5], ARGV[6], ARGV[7]) then
     return held(record)
   end
 end
@@ -21,11 +22,16 @@ end
 -- the record replaced and the clock. The floor orders tokens whatever the
 -- clock does; the clock orders them after the floor was lost (a restart
 -- without persistence, a failover that lost the last writes).
+local floor_value = redis.pcall('GET', KEYS[2])
+local left = quarantine_left(floor_value, ARGV[4])
+if left then
+  return quarantined(left)
+end
 local last = 0
 if type(record) == 'table' then
   last = record.token
 end
-local floor = tonumber(redis.pcall('GET', KEYS[2]))
+local floor = tonumber(floor_value)
 if not floor or floor >= 2 ^ 53 then
   floor = 0 -- a corrupt floor: no token that high was handed out
 end

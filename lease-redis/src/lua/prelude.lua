@@ -98,17 +98,49 @@ local function renew_one(key, own, ttl_ms)
   return 0
 end
 
+-- The ms left of the namespace's restart quarantine, or nil when it is
+-- not in force. In force while the token floor is missing (`floor`, what
+-- GET read of it, is false: the namespace's data is gone, or it was never
+-- used) and the server has been up for less than `quarantine_ms`: any
+-- grant made before a restart that lost the data ends within that long of
+-- the restart. 0 turns it off.
+local function quarantine_left(floor, quarantine_ms)
+  quarantine_ms = tonumber(quarantine_ms) or 0
+  if quarantine_ms <= 0 or floor then
+    return nil
+  end
+  local info = redis.call('INFO', 'server')
+  -- The difference of two whole-second clock readings, so up to a second
+  -- more than the time since the start: less a second, the quarantine
+  -- errs long (by up to a second), never short.
+  local up_ms = (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) - 1) * 1000
+  if up_ms >= quarantine_ms then
+    return nil
+  end
+  return quarantine_ms - up_ms
+end
+
+-- The quarantine as a busy reply: {'quarantined', microseconds left}.
+local function quarantined(left_ms)
+  return { 'quarantined', fmt(left_ms * 1000) }
+end
+
 -- What inspect replies for the record at key: held(record), {'free'} or
--- {'corrupt', what is wrong}.
-local function inspect_one(key)
+-- {'corrupt', what is wrong}; for a free key under a restart quarantine
+-- (when `floor_key` is given), quarantined(ms left).
+local function inspect_one(key, floor_key, quarantine_ms)
   local record = read_record(key)
   if type(record) == 'string' then
     return { 'corrupt', record }
   end
-  if not is_live(record) then
-    return { 'free' }
+  if is_live(record) then
+    return held(record)
   end
-  return held(record)
+  local left = floor_key and quarantine_left(redis.pcall('GET', floor_key), quarantine_ms)
+  if left then
+    return quarantined(left)
+  end
+  return { 'free' }
 end
 
 -- What read_value replies for the value at key: {'value', bytes},
