@@ -94,7 +94,7 @@
 //! | --- | --- | --- |
 //! | one server, `appendfsync always` | yes, across restarts | yes |
 //! | one server, no persistence (or `everysec`) | not across a restart that loses data, unless the restart quarantine is on | yes while the server clock is not stepped back across the restart |
-//! | Redis Cluster | as its shards: each namespace is one shard | as its shards; holds across slot migration |
+//! | Redis Cluster | as one server, per shard (a namespace is one shard); a failover to a replica that missed writes is a restart that lost them; holds across slot migration | as one server, per shard |
 //! | Sentinel-managed primary | not supported yet | — |
 //! | any, server clock stepped forward | no: grants end early by the server's clock | yes |
 //! | any, server clock stepped back | yes (grants last longer) | yes (the token floor), except across a restart that lost the floor |
