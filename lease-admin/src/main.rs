@@ -26,6 +26,7 @@ use serde_json::json;
 struct Args {
     /// The store: redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://… (TLS),
     /// redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…] (Redis Cluster),
+    /// redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]/MASTER (Sentinel),
     /// etcd://HOST:PORT[,HOST:PORT…] or etcds://… (TLS).
     target: String,
     /// Redis namespace of the leases (as the application configured it).

@@ -11,8 +11,9 @@ use lease_redis::{RedisConfig, RedisStore};
 #[derive(Clone, Debug)]
 pub struct Target {
     /// `memory`, `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, `rediss://…`,
-    /// `redis+cluster://HOST:PORT[,HOST:PORT…]`, `etcd://HOST:PORT[,HOST:PORT…]`
-    /// or `etcds://…`.
+    /// `redis+cluster://HOST:PORT[,HOST:PORT…]`,
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER`,
+    /// `etcd://HOST:PORT[,HOST:PORT…]` or `etcds://…`.
     pub url: String,
     /// Redis namespace.
     pub namespace: String,
@@ -75,6 +76,8 @@ pub async fn connect(args: &Target) -> Result<DynLeaseStore, LeaseError> {
         "rediss://",
         "redis+cluster://",
         "rediss+cluster://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
     ]
     .iter()
     .any(|scheme| target.starts_with(scheme))
@@ -92,7 +95,7 @@ pub async fn connect(args: &Target) -> Result<DynLeaseStore, LeaseError> {
     } else {
         return Err(invalid(
             format!("target {shown:?}"),
-            "must be memory, redis://HOST:PORT[/DB], rediss://…, redis+cluster://HOST:PORT[,HOST:PORT…], etcd://HOST:PORT[,HOST:PORT…] or etcds://…",
+            "must be memory, redis://HOST:PORT[/DB], rediss://…, redis+cluster://HOST:PORT[,HOST:PORT…], redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER, etcd://HOST:PORT[,HOST:PORT…] or etcds://…",
         ));
     };
     if endpoints.is_empty() || endpoints.contains('@') {

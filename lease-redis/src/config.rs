@@ -21,7 +21,11 @@ impl RedisConfig {
     /// or `rediss://` for TLS (with the `tls` feature). For a Redis Cluster,
     /// `redis+cluster://[user:password@]host:port[,host:port…]` (or
     /// `rediss+cluster://`) names some of its nodes; the store learns the
-    /// rest from them.
+    /// rest from them. For a primary under Sentinel,
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER_NAME`
+    /// (or `rediss+sentinel://`) names the sentinels and the master's name
+    /// in their configuration; the credentials and TLS are the primary's,
+    /// the sentinels are asked without.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -108,6 +112,29 @@ impl RedisConfig {
         )
     }
 
+    /// A sentinel URL's parts: the sentinels' `redis://host:port` URLs, the
+    /// master's name, and the scheme and credentials (`user:password@`)
+    /// for the primary; `None` for other URLs.
+    pub(crate) fn sentinel(&self) -> Option<Sentinels> {
+        let (scheme, rest) = [
+            ("redis", "redis+sentinel://"),
+            ("rediss", "rediss+sentinel://"),
+        ]
+        .into_iter()
+        .find_map(|(scheme, prefix)| Some((scheme, self.url.strip_prefix(prefix)?)))?;
+        let (hosts, master) = rest.rsplit_once('/').unwrap_or((rest, ""));
+        let (auth, hosts) = match hosts.rsplit_once('@') {
+            Some((auth, hosts)) => (format!("{auth}@"), hosts),
+            None => (String::new(), hosts),
+        };
+        Some(Sentinels {
+            sentinels: hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+            master: master.to_owned(),
+            scheme,
+            auth,
+        })
+    }
+
     /// The URL with any password replaced, for errors and logs.
     pub(crate) fn redacted_url(&self) -> String {
         lease_core::redacted_url(&self.url)
@@ -151,7 +178,24 @@ impl RedisConfig {
                 ));
             }
         }
-        if (self.url.starts_with("rediss://") || self.url.starts_with("rediss+cluster://"))
+        if let Some(sentinel) = self.sentinel() {
+            let hosts_ok = sentinel.sentinels.iter().all(|s| {
+                let host = &s["redis://".len()..];
+                !host.contains('/')
+                    && host
+                        .split_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && !p.is_empty())
+            });
+            if !hosts_ok || sentinel.master.is_empty() {
+                return Err(invalid(
+                    format!("URL {}", self.redacted_url()),
+                    "a sentinel URL lists host:port sentinels, separated by commas, then /MASTER_NAME",
+                ));
+            }
+        }
+        if ["rediss://", "rediss+cluster://", "rediss+sentinel://"]
+            .iter()
+            .any(|scheme| self.url.starts_with(scheme))
             && !cfg!(feature = "tls")
         {
             return Err(invalid(
@@ -172,6 +216,15 @@ impl RedisConfig {
             ],
         )
     }
+}
+
+/// Where a primary under Sentinel is found (see [`RedisConfig::sentinel`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Sentinels {
+    pub sentinels: Vec<String>,
+    pub master: String,
+    pub scheme: &'static str,
+    pub auth: String,
 }
 
 #[cfg(test)]
@@ -210,6 +263,35 @@ mod tests {
         ] {
             let err = RedisConfig::new(bad).validate().unwrap_err().to_string();
             assert!(err.contains("cluster URL"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_their_sentinels_and_master() {
+        let config =
+            RedisConfig::new("redis+sentinel://app:pw@10.0.0.1:26379,10.0.0.2:26379/orders");
+        let sentinel = config.sentinel().unwrap();
+        assert_eq!(
+            sentinel.sentinels,
+            ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]
+        );
+        assert_eq!(
+            (
+                sentinel.master.as_str(),
+                sentinel.scheme,
+                sentinel.auth.as_str()
+            ),
+            ("orders", "redis", "app:pw@")
+        );
+        config.validate().unwrap();
+        for bad in [
+            "redis+sentinel://h:1",
+            "redis+sentinel://h:1/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h/m",
+        ] {
+            let err = RedisConfig::new(bad).validate().unwrap_err().to_string();
+            assert!(err.contains("sentinel URL"), "{bad}: {err}");
         }
     }
 

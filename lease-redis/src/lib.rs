@@ -1,7 +1,7 @@
 //! Fenced leases on Redis.
 //!
 //! [`RedisStore`] implements [`lease_core::LeaseStore`] on a single Redis
-//! server or on a Redis Cluster. The design:
+//! server, on a Redis Cluster, or on a primary under Sentinel. The design:
 //!
 //! - **One script, one round trip.** Every operation — claim, reclaim,
 //!   renew, release, inspect, markers, guarded writes — is one Lua script
@@ -74,6 +74,19 @@
 //!   across a migration survive (tested with the slot half moved for a
 //!   second, renewals running). A single-server URL that reaches a cluster
 //!   node is told to use `redis+cluster://` on the first redirect.
+//! - **Sentinel.** A `redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME`
+//!   URL names the sentinels; the store asks them for the primary
+//!   (`SENTINEL GET-MASTER-ADDR-BY-NAME`), checks it says it is one
+//!   (`ROLE`), and talks to it. A call that fails as calls to a dead or
+//!   demoted primary fail (lost connection, no answer, `READONLY`) makes
+//!   the store ask again — at most every 100 ms — and switch when the
+//!   sentinels name another primary. The failed call still fails,
+//!   indeterminate when it may have been applied; the keeper retries
+//!   renewals. Replication is asynchronous: a failover can lose the last
+//!   writes the old primary acknowledged, which acts like a restart that
+//!   lost them (see the table below). Measured here (one replica, three
+//!   sentinels, `down-after-milliseconds` 1000): a failover takes about
+//!   2.3 s, and 50 leases with a 4 s TTL renewed every 300 ms all survive it.
 //! - **Wait.** Releases `PUBLISH` the lease key on the namespace's channel.
 //!   Each store keeps one subscription (not one per waiter) and wakes the
 //!   waiters of that key; in a cluster, plain `PUBLISH` reaches every node,
@@ -95,7 +108,7 @@
 //! | one server, `appendfsync always` | yes, across restarts | yes |
 //! | one server, no persistence (or `everysec`) | not across a restart that loses data, unless the restart quarantine is on | yes while the server clock is not stepped back across the restart |
 //! | Redis Cluster | as one server, per shard (a namespace is one shard); a failover to a replica that missed writes is a restart that lost them; holds across slot migration | as one server, per shard |
-//! | Sentinel-managed primary | not supported yet | — |
+//! | Sentinel-managed primary | as one server, while no failover loses writes; a failover that does is a restart that lost them | yes, unless a failover loses the floor *and* the new primary's clock is behind |
 //! | any, server clock stepped forward | no: grants end early by the server's clock | yes |
 //! | any, server clock stepped back | yes (grants last longer) | yes (the token floor), except across a restart that lost the floor |
 //!

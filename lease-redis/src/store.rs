@@ -14,10 +14,10 @@ use redis::{FromRedisValue, Script};
 use tokio::time::Instant;
 
 use crate::RedisConfig;
-use crate::connection::Connection;
+use crate::connection::{Connection, SentinelPrimary};
 use crate::reply::Reply;
 use crate::scripts::Scripts;
-use crate::wait::Notifier;
+use crate::wait::{Notifier, Source};
 
 pub(crate) const BACKEND: &str = "redis";
 /// The record of `fence`'s live grant, as `lua/prelude.lua` stores it: a
@@ -72,7 +72,7 @@ impl RedisStore {
             backend: BACKEND,
             what: format!("URL {}", config.redacted_url()),
             rule: format!(
-                "must be redis://[user:password@]host:port[/db], redis+cluster://[user:password@]host:port[,host:port…], or rediss:… with the tls feature ({e})"
+                "must be redis://[user:password@]host:port[/db], redis+cluster://[user:password@]host:port[,host:port…], redis+sentinel://[user:password@]host:port[,host:port…]/MASTER_NAME, or rediss:… with the tls feature ({e})"
             ),
         };
         let connect_error = |source: lease_core::BoxError| LeaseError::Connect {
@@ -82,13 +82,30 @@ impl RedisStore {
         };
         let timed_out =
             || connect_error(format!("no answer within {:?}", config.connect_timeout).into());
-        let (connection, subscribe_to) = match config.cluster_nodes() {
-            None => {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.call_timeout))
+            .set_number_of_retries(2);
+        let (connection, subscribe_to) = match (config.cluster_nodes(), config.sentinel()) {
+            (None, Some(sentinels)) => {
+                let opener = config.clone();
+                let open = Box::new(move |url: &str| open_client(url, &opener));
+                let primary = SentinelPrimary::connect(
+                    sentinels,
+                    open,
+                    manager_config,
+                    config.connect_timeout,
+                )
+                .await
+                .map_err(|why| connect_error(why.into()))?;
+                let primary = Arc::new(primary);
+                (
+                    Connection::Sentinel(primary.clone()),
+                    Source::Primary(primary),
+                )
+            }
+            (None, None) => {
                 let client = open_client(&config.url, &config).map_err(invalid_url)?;
-                let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.call_timeout))
-                    .set_number_of_retries(2);
                 let manager = tokio::time::timeout(
                     config.connect_timeout,
                     client.get_connection_manager_with_config(manager_config),
@@ -96,9 +113,9 @@ impl RedisStore {
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|e| connect_error(e.into()))?;
-                (Connection::Single(manager), vec![client])
+                (Connection::Single(manager), Source::Nodes(vec![client]))
             }
-            Some(nodes) => {
+            (Some(nodes), _) => {
                 let cluster = open_cluster(&nodes, &config).map_err(invalid_url)?;
                 let connection =
                     tokio::time::timeout(config.connect_timeout, cluster.get_async_connection())
@@ -112,7 +129,7 @@ impl RedisStore {
                     .map(|node| open_client(node, &config))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(invalid_url)?;
-                (Connection::Cluster(connection), clients)
+                (Connection::Cluster(connection), Source::Nodes(clients))
             }
         };
         let notifier = Notifier::new(

@@ -1,16 +1,38 @@
 //! Release notifications: one pub/sub subscription per store, shared by all
 //! its waiters.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::SentinelPrimary;
+
+/// Where the subscription goes.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// Any of these servers, the next (round robin) after a failure: one
+    /// server, or the nodes of a cluster, where plain `PUBLISH` reaches
+    /// every node.
+    Nodes(Vec<redis::Client>),
+    /// The current primary under Sentinel.
+    Primary(Arc<SentinelPrimary>),
+}
+
+impl Source {
+    fn client(&self, attempt: usize) -> redis::Client {
+        match self {
+            Self::Nodes(clients) => clients[attempt % clients.len()].clone(),
+            Self::Primary(primary) => primary.client(),
+        }
+    }
+}
+
 /// Fans released lease keys out to the waiters of one store.
 pub(crate) struct Notifier {
-    clients: Vec<redis::Client>,
+    source: Source,
     channel: String,
     released: broadcast::Sender<String>,
     subscribed: watch::Sender<bool>,
@@ -20,11 +42,9 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    /// Subscribes through the first of `clients` that answers, moving on
-    /// to the next (round robin) when a subscription fails.
-    pub fn new(clients: Vec<redis::Client>, channel: String, connect_timeout: Duration) -> Self {
+    pub fn new(source: Source, channel: String, connect_timeout: Duration) -> Self {
         Self {
-            clients,
+            source,
             channel,
             released: broadcast::channel(1024).0,
             subscribed: watch::Sender::new(false),
@@ -40,7 +60,7 @@ impl Notifier {
     pub async fn listen(&self, limit: Duration) -> broadcast::Receiver<String> {
         self.started.get_or_init(|| {
             tokio::spawn(run(
-                self.clients.clone(),
+                self.source.clone(),
                 self.channel.clone(),
                 self.released.clone(),
                 self.subscribed.clone(),
@@ -62,7 +82,7 @@ impl Drop for Notifier {
 }
 
 async fn run(
-    clients: Vec<redis::Client>,
+    source: Source,
     channel: String,
     released: broadcast::Sender<String>,
     subscribed: watch::Sender<bool>,
@@ -70,10 +90,11 @@ async fn run(
     connect_timeout: Duration,
 ) {
     let mut backoff = Duration::from_millis(50);
-    for client in clients.iter().cycle() {
+    for attempt in 0.. {
         if stop.is_cancelled() {
             return;
         }
+        let client = source.client(attempt);
         let session = async {
             let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
                 .await
@@ -97,6 +118,9 @@ async fn run(
             Err(why) = session => {
                 subscribed.send_replace(false);
                 tracing::debug!(%why, "redis release subscription down; reconnecting");
+                if let Source::Primary(primary) = &source {
+                    primary.follow().await;
+                }
             }
         }
         tokio::select! {

@@ -9,7 +9,7 @@ use lease_conformance::{Factory, Hooks, Subject};
 use lease_core::{BoxError, LeaseKey};
 use tokio::sync::Mutex;
 
-use crate::{EtcdCluster, RedisCluster, RedisOptions, RedisServer, ServerError, servers_required};
+use crate::{EtcdCluster, RedisOptions, RedisServer, ServerError, servers_required};
 
 /// External servers are not restarted by tests; the harness's own are.
 fn restart_not_run() -> &'static [&'static str] {
@@ -128,27 +128,26 @@ impl Factory for EtcdServerFactory {
     }
 }
 
-/// One Redis Cluster for every case (three processes per case would cost
-/// more than the cases), a fresh namespace per case; no restart hook.
+/// One Redis deployment (a cluster, a primary under Sentinel) for every
+/// case — starting several processes per case would cost more than the
+/// cases — with a fresh namespace per case; no restart hook.
 #[derive(Clone, Debug)]
-pub struct RedisClusterFactory {
+pub struct SharedRedisFactory {
     url: Result<String, String>,
 }
 
-impl RedisClusterFactory {
-    /// Cases on `cluster`, or unavailable for why it could not be had.
-    pub fn new(cluster: &Result<RedisCluster, ServerError>) -> Self {
+impl SharedRedisFactory {
+    /// Cases on the deployment at `url`, or unavailable for why it could
+    /// not be had.
+    pub fn new(url: Result<&str, &ServerError>) -> Self {
         Self {
-            url: match cluster {
-                Ok(cluster) => Ok(cluster.url().to_owned()),
-                Err(why) => Err(why.0.clone()),
-            },
+            url: url.map(str::to_owned).map_err(|why| why.0.clone()),
         }
     }
 }
 
 #[async_trait]
-impl Factory for RedisClusterFactory {
+impl Factory for SharedRedisFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let url = available(self.url.clone().map_err(ServerError))?;
         RedisTarget::new(url).open().await

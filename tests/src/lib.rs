@@ -35,15 +35,17 @@ mod mode;
 mod proxy;
 mod redis;
 mod redis_cluster;
+mod redis_sentinel;
 mod stall;
 mod tls;
 
 pub use etcd::{EtcdCluster, EtcdOptions};
-pub use factories::{EtcdServerFactory, RedisClusterFactory, RedisServerFactory};
+pub use factories::{EtcdServerFactory, RedisServerFactory, SharedRedisFactory};
 pub use mode::{Mode, mode, servers_required};
 pub use proxy::{FaultProxy, Replies};
 pub use redis::{RedisOptions, RedisServer};
 pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::RedisSentinel;
 pub use stall::{Stalled, hold_through_a_stall};
 pub use tls::TestCertificates;
 

@@ -4,12 +4,14 @@
 
 use std::process::ExitCode;
 
-use lease_tests::{RedisCluster, RedisClusterFactory};
+use lease_tests::{RedisCluster, SharedRedisFactory};
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let cluster = runtime.block_on(RedisCluster::start());
-    let code = lease_conformance::test_main(RedisClusterFactory::new(&cluster));
+    let code = lease_conformance::test_main(SharedRedisFactory::new(
+        cluster.as_ref().map(RedisCluster::url),
+    ));
     if let Ok(cluster) = cluster {
         runtime.block_on(cluster.stop());
     }

@@ -14,8 +14,8 @@ use lease_core::BoxError;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// `memory`, `redis://HOST:PORT[/DB]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`
-    /// or `etcd://HOST:PORT[,HOST:PORT...]`.
+    /// `memory`, `redis://HOST:PORT[/DB]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`,
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER` or `etcd://HOST:PORT[,HOST:PORT...]`.
     target: String,
     /// Write a JUnit XML report here.
     #[arg(long)]
@@ -47,6 +47,8 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
         "rediss://",
         "redis+cluster://",
         "rediss+cluster://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
     ]
     .iter()
     .any(|scheme| target.starts_with(scheme))
@@ -64,7 +66,8 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
     }
     let scheme = target.split("://").next().unwrap_or_default();
     let feature = match scheme {
-        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Some("redis"),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
+        | "rediss+sentinel" => Some("redis"),
         "etcd" => Some("etcd"),
         _ => None,
     };
@@ -73,7 +76,7 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
             "target {target:?} needs the CLI built with the `{feature}` feature: cargo run -p lease-conformance --features {feature} -- {target}"
         ),
         None => format!(
-            "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] or etcd://HOST:PORT[,HOST:PORT...]"
+            "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...], redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER or etcd://HOST:PORT[,HOST:PORT...]"
         ),
     })
 }

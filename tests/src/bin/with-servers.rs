@@ -1,15 +1,16 @@
 //! `with-servers COMMAND [ARGS…]`: starts a Redis server, a three-master
-//! Redis Cluster and an etcd cluster through the test harness (mode from
-//! `LEASE_TEST_SERVERS`), runs the command with `LEASE_TEST_REDIS_URL`,
-//! `LEASE_TEST_REDIS_CLUSTER_URL` and `LEASE_TEST_ETCD_ENDPOINTS` set, stops
-//! the servers and exits with the command's status.
+//! Redis Cluster, a primary under Sentinel and an etcd cluster through the
+//! test harness (mode from `LEASE_TEST_SERVERS`), runs the command with
+//! `LEASE_TEST_REDIS_URL`, `LEASE_TEST_REDIS_CLUSTER_URL`,
+//! `LEASE_TEST_REDIS_SENTINEL_URL` and `LEASE_TEST_ETCD_ENDPOINTS` set,
+//! stops the servers and exits with the command's status.
 //!
 //! A server that cannot be started is reported and left out (its variable
 //! unset) — or, with `LEASE_TEST_REQUIRE_SERVERS=1`, ends the run.
 
 use std::process::ExitCode;
 
-use lease_tests::{EtcdCluster, RedisCluster, RedisServer, servers_required};
+use lease_tests::{EtcdCluster, RedisCluster, RedisSentinel, RedisServer, servers_required};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -18,10 +19,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let (redis, redis_cluster, etcd) = runtime.block_on(async {
+    let (redis, redis_cluster, redis_sentinel, etcd) = runtime.block_on(async {
         (
             RedisServer::start().await,
             RedisCluster::start().await,
+            RedisSentinel::start().await,
             EtcdCluster::start().await,
         )
     });
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
         (
             "LEASE_TEST_REDIS_CLUSTER_URL",
             redis_cluster.as_ref().map(|c| c.url().to_owned()),
+        ),
+        (
+            "LEASE_TEST_REDIS_SENTINEL_URL",
+            redis_sentinel.as_ref().map(|s| s.url().to_owned()),
         ),
         (
             "LEASE_TEST_ETCD_ENDPOINTS",
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         if let Ok(cluster) = redis_cluster {
             cluster.stop().await;
         }
+        drop(redis_sentinel);
         if let Ok(cluster) = etcd {
             cluster.stop().await;
         }

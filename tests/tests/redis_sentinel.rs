@@ -1,0 +1,118 @@
+//! lease-redis on a primary under Sentinel: a failover while leases are
+//! held and renewed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lease_core::{Acquire, Claim, DynLeaseStore, Holder, LeaseKey, LeaseStore, Leaser};
+use lease_redis::{RedisConfig, RedisStore};
+use lease_tests::{RedisSentinel, or_skip};
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_keeps_tokens_increasing_and_every_lease_either_survives_or_is_told() {
+    let Some(mut deployment) = or_skip("redis sentinel", RedisSentinel::start().await) else {
+        return;
+    };
+    let connect = || async {
+        RedisStore::connect(
+            RedisConfig::new(deployment.url())
+                .namespace("failover")
+                .call_timeout(Duration::from_millis(500)),
+        )
+        .await
+        .expect("connect")
+    };
+    let store: DynLeaseStore = Arc::new(connect().await);
+    let rival = connect().await;
+    let ttl = Duration::from_secs(4);
+    let leaser = Leaser::new(store.clone(), Holder::new("a", "1").unwrap(), ttl)
+        .renew_every(Duration::from_millis(300));
+    let mut held = Vec::new();
+    for i in 0..50 {
+        let key = LeaseKey::new(format!("job/{i}")).unwrap();
+        match leaser.try_acquire(&key).await.expect("claim") {
+            Acquire::Held(lease) => held.push(lease),
+            Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
+        }
+    }
+    let highest = held.iter().map(|l| l.fence().token).max().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let old = deployment.primary_port().await.unwrap();
+    let killed = Instant::now();
+    deployment.kill_primary().await.unwrap();
+    // A rival claims every key all through the failover.
+    let b = Holder::new("b", "1").unwrap();
+    let mut granted = vec![None; held.len()];
+    let new = deployment
+        .wait_for_new_primary(old, Duration::from_secs(20))
+        .await
+        .expect("failover");
+    let failed_over = killed.elapsed();
+    let give_up = Instant::now() + ttl * 2;
+    while Instant::now() < give_up {
+        for (i, lease) in held.iter().enumerate() {
+            if granted[i].is_none()
+                && let Ok(Claim::Acquired(grant)) = rival.claim(&lease.fence().key, &b, ttl).await
+            {
+                granted[i] = Some((Instant::now(), grant));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let lost = held.iter().filter(|l| l.is_lost()).count();
+    let overlaps = held
+        .iter()
+        .zip(&granted)
+        .filter(|(lease, g)| g.as_ref().is_some_and(|(at, _)| *at < lease.deadline()))
+        .count();
+    eprintln!(
+        "failover from :{old} to :{new} in {failed_over:?}; of {} leases {lost} fired lost, {} survived; {} granted to a rival, {overlaps} inside the old holder's deadline",
+        held.len(),
+        held.len() - lost,
+        granted.iter().filter(|g| g.is_some()).count(),
+    );
+    for (lease, g) in held.iter().zip(&granted) {
+        match g {
+            // A rival got it: only after the holder was told, with a higher token.
+            Some((_, grant)) => {
+                assert!(
+                    lease.is_lost(),
+                    "{} granted to a rival while its holder still holds it",
+                    lease.fence().key
+                );
+                assert!(
+                    grant.fence.token > highest,
+                    "token {} after the failover is not above {highest}",
+                    grant.fence.token
+                );
+            }
+            // Nobody else got it: the holder still has it, on the new primary.
+            None => {
+                assert!(
+                    !lease.is_lost(),
+                    "{} lost, yet nobody else could claim it",
+                    lease.fence().key
+                );
+                let record = rival
+                    .inspect(&lease.fence().key)
+                    .await
+                    .unwrap()
+                    .expect("held");
+                assert_eq!(record.token, lease.fence().token);
+            }
+        }
+    }
+    let fresh = rival
+        .claim(&LeaseKey::new("after").unwrap(), &b, ttl)
+        .await
+        .unwrap()
+        .acquired()
+        .unwrap();
+    assert!(
+        fresh.fence.token > highest,
+        "tokens increase across the failover"
+    );
+}
