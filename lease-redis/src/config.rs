@@ -13,6 +13,7 @@ pub struct RedisConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) wait_recheck: Duration,
     pub(crate) restart_quarantine: Option<Duration>,
+    pub(crate) wait_for_replicas: Option<(u32, Duration)>,
     pub(crate) root_ca: Option<Vec<u8>>,
 }
 
@@ -34,6 +35,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             wait_recheck: Duration::from_secs(1),
             restart_quarantine: None,
+            wait_for_replicas: None,
             root_ca: None,
         }
     }
@@ -77,6 +79,25 @@ impl RedisConfig {
     /// start waits out the rest of it too.
     pub fn restart_quarantine(mut self, longest_ttl: Duration) -> Self {
         self.restart_quarantine = Some(longest_ttl);
+        self
+    }
+
+    /// After every write, waits up to `limit` for `replicas` replicas to
+    /// acknowledge it (`WAIT`, sent in the same round trip as the script).
+    /// A write fewer replicas acknowledged in time fails as indeterminate
+    /// ([`LeaseError::is_indeterminate`]): the primary applied it (or
+    /// refused it), so a claim may hold the key until its TTL, and a
+    /// renewal does not count — the holder's deadline is not moved by a
+    /// renewal a failover could lose. What it protects: a grant or
+    /// renewal the store reported is on `replicas` replicas, so a failover
+    /// to one of them keeps it. What it does not: `WAIT` does not make
+    /// replication synchronous — a failover to a replica that had not
+    /// acknowledged still loses it, and Sentinel may pick such a replica
+    /// when several are behind; nor does it survive a restart of all of
+    /// them without persistence. For one server or Sentinel, not a cluster.
+    /// `limit` must be shorter than the call timeout.
+    pub fn wait_for_replicas(mut self, replicas: u32, limit: Duration) -> Self {
+        self.wait_for_replicas = Some((replicas, limit));
         self
     }
 
@@ -202,6 +223,23 @@ impl RedisConfig {
                 format!("URL {}", self.redacted_url()),
                 "rediss:// needs lease-redis built with the `tls` feature",
             ));
+        }
+        if let Some((replicas, limit)) = self.wait_for_replicas {
+            if self.cluster_nodes().is_some() {
+                return Err(invalid(
+                    "wait_for_replicas".to_owned(),
+                    "is for one server or a primary under Sentinel, not a cluster URL",
+                ));
+            }
+            if replicas == 0 || limit.is_zero() || limit >= self.call_timeout {
+                return Err(invalid(
+                    format!("wait_for_replicas({replicas}, {limit:?})"),
+                    &format!(
+                        "needs at least one replica and a limit above zero and below the call timeout ({:?})",
+                        self.call_timeout
+                    ),
+                ));
+            }
         }
         lease_core::check_durations(
             "redis",

@@ -87,6 +87,11 @@
 //!   lost them (see the table below). Measured here (one replica, three
 //!   sentinels, `down-after-milliseconds` 1000): a failover takes about
 //!   2.3 s, and 50 leases with a 4 s TTL renewed every 300 ms all survive it.
+//!   [`RedisConfig::wait_for_replicas`] adds `WAIT` to every write, in the
+//!   same round trip, and fails a write too few replicas acknowledged as
+//!   indeterminate, so a grant or renewal the store reported survives a
+//!   failover to a replica that acknowledged it (tested with two replicas:
+//!   no rival granted a key inside its old holder's deadline).
 //! - **Wait.** Releases `PUBLISH` the lease key on the namespace's channel.
 //!   Each store keeps one subscription (not one per waiter) and wakes the
 //!   waiters of that key; in a cluster, plain `PUBLISH` reaches every node,
@@ -109,6 +114,7 @@
 //! | one server, no persistence (or `everysec`) | not across a restart that loses data, unless the restart quarantine is on | yes while the server clock is not stepped back across the restart |
 //! | Redis Cluster | as one server, per shard (a namespace is one shard); a failover to a replica that missed writes is a restart that lost them; holds across slot migration | as one server, per shard |
 //! | Sentinel-managed primary | as one server, while no failover loses writes; a failover that does is a restart that lost them | yes, unless a failover loses the floor *and* the new primary's clock is behind |
+//! | Sentinel with `wait_for_replicas(n, …)` | yes across a failover to a replica among the `n` that acknowledged (not guaranteed to be the one Sentinel picks when several lag) | yes, on the same terms |
 //! | any, server clock stepped forward | no: grants end early by the server's clock | yes |
 //! | any, server clock stepped back | yes (grants last longer) | yes (the token floor), except across a restart that lost the floor |
 //!

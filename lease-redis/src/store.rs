@@ -251,13 +251,72 @@ impl RedisStore {
             invocation.arg(*a);
         }
         let mut connection = self.inner.connection.clone();
-        with_timeout(op, key, self.inner.config.call_timeout, async {
-            invocation
-                .invoke_async::<T>(&mut connection)
+        let limit = self.inner.config.call_timeout;
+        match self.inner.config.wait_for_replicas {
+            Some(wait) if op.is_mutating() => {
+                with_timeout(op, key, limit, async {
+                    self.run_and_wait(op, key, script, keys, args, wait, &mut connection)
+                        .await
+                })
                 .await
-                .map_err(|e| redis_error(op, key, e, self.inner.config.call_timeout))
-        })
-        .await
+            }
+            _ => {
+                with_timeout(op, key, limit, async {
+                    invocation
+                        .invoke_async::<T>(&mut connection)
+                        .await
+                        .map_err(|e| redis_error(op, key, e, limit))
+                })
+                .await
+            }
+        }
+    }
+
+    /// The script and `WAIT` in one pipeline (one round trip); the script
+    /// loaded and sent again if the server lacks it.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_and_wait<T: FromRedisValue>(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        script: &Script,
+        keys: &[String],
+        args: &[&[u8]],
+        (replicas, wait): (u32, Duration),
+        connection: &mut Connection,
+    ) -> Result<T, LeaseError> {
+        let limit = self.inner.config.call_timeout;
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(wait.as_millis().max(1) as u64);
+        let mut sent = pipeline.query_async::<(T, u32)>(connection).await;
+        if sent.as_ref().is_err_and(|e| e.code() == Some("NOSCRIPT")) {
+            script
+                .load_async(connection)
+                .await
+                .map_err(|e| redis_error(op, key, e, limit))?;
+            sent = pipeline.query_async::<(T, u32)>(connection).await;
+        }
+        let (reply, acknowledged) = sent.map_err(|e| redis_error(op, key, e, limit))?;
+        if acknowledged < replicas {
+            return Err(LeaseError::backend(
+                BACKEND,
+                op,
+                key,
+                true,
+                format!(
+                    "the write reached {acknowledged} of the {replicas} replicas asked for within {wait:?}"
+                ),
+            ));
+        }
+        Ok(reply)
     }
 
     async fn script(

@@ -1,4 +1,4 @@
-//! A Redis primary with one replica, watched by three sentinels.
+//! A Redis primary with replicas, watched by three sentinels.
 //!
 //! Local processes, whatever the mode, for the reason the cluster is: the
 //! sentinels hand clients the addresses the servers announce, and those
@@ -24,7 +24,8 @@ struct SentinelProcess {
     _dir: tempfile::TempDir,
 }
 
-/// A primary, a replica and three sentinels (quorum two), stopped on drop.
+/// A primary, its replicas and three sentinels (quorum two), stopped on
+/// drop.
 pub struct RedisSentinel {
     url: String,
     servers: Vec<Option<RedisServer>>,
@@ -46,6 +47,14 @@ impl RedisSentinel {
     /// # Errors
     /// Why the deployment could not be had.
     pub async fn start() -> Result<Self, ServerError> {
+        Self::start_with_replicas(1).await
+    }
+
+    /// As [`start`](Self::start), with `replicas` replicas.
+    ///
+    /// # Errors
+    /// Why the deployment could not be had.
+    pub async fn start_with_replicas(replicas: usize) -> Result<Self, ServerError> {
         if mode() == Mode::External {
             let url = std::env::var("LEASE_TEST_REDIS_SENTINEL_URL").map_err(|_| {
                 "LEASE_TEST_SERVERS=external needs LEASE_TEST_REDIS_SENTINEL_URL for Sentinel"
@@ -58,23 +67,28 @@ impl RedisSentinel {
             });
         }
         let primary = RedisServer::start_in(Mode::Local, RedisOptions::default()).await?;
-        let replica = RedisServer::start_in(
-            Mode::Local,
-            RedisOptions {
-                extra_args: [
-                    "--replicaof".into(),
-                    "127.0.0.1".into(),
-                    primary.port().to_string(),
-                ]
-                .into(),
-                ..RedisOptions::default()
-            },
-        )
-        .await?;
-        wait_for(&replica, "replication", "master_link_status:up").await?;
+        let primary_port = primary.port();
+        let mut servers = vec![Some(primary)];
+        for _ in 0..replicas {
+            let replica = RedisServer::start_in(
+                Mode::Local,
+                RedisOptions {
+                    extra_args: [
+                        "--replicaof".into(),
+                        "127.0.0.1".into(),
+                        primary_port.to_string(),
+                    ]
+                    .into(),
+                    ..RedisOptions::default()
+                },
+            )
+            .await?;
+            wait_for(&replica, "replication", "master_link_status:up").await?;
+            servers.push(Some(replica));
+        }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(start_sentinel(primary.port()).await?);
+            sentinels.push(start_sentinel(primary_port).await?);
         }
         let deployment = Self {
             url: format!(
@@ -85,14 +99,14 @@ impl RedisSentinel {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            servers: vec![Some(primary), Some(replica)],
+            servers,
             sentinels,
         };
-        deployment.wait_until_watched().await?;
+        deployment.wait_until_watched(replicas).await?;
         Ok(deployment)
     }
 
-    async fn wait_until_watched(&self) -> Result<(), ServerError> {
+    async fn wait_until_watched(&self, replicas: usize) -> Result<(), ServerError> {
         let give_up = Instant::now() + READY_LIMIT;
         loop {
             let mut ready = true;
@@ -111,7 +125,8 @@ impl RedisSentinel {
                         .cloned()
                         .unwrap_or_default()
                 };
-                ready &= field("num-slaves") == "1" && field("num-other-sentinels") == "2";
+                ready &= field("num-slaves") == replicas.to_string()
+                    && field("num-other-sentinels") == "2";
             }
             if ready {
                 return Ok(());
@@ -165,6 +180,23 @@ impl RedisSentinel {
             .iter_mut()
             .find(|s| s.as_ref().is_some_and(|s| s.port() == port))
             .ok_or_else(|| format!("no server of ours on {port}"))?;
+        if let Some(server) = slot.take() {
+            server.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Stops the server that is not the primary (SIGKILL).
+    ///
+    /// # Errors
+    /// External deployments cannot be stopped; no primary known.
+    pub async fn kill_replica(&mut self) -> Result<(), ServerError> {
+        let port = self.primary_port().await?;
+        let slot = self
+            .servers
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(|s| s.port() != port))
+            .ok_or_else(|| "no replica of ours".to_owned())?;
         if let Some(server) = slot.take() {
             server.stop().await;
         }

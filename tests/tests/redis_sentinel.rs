@@ -11,17 +11,72 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_keeps_tokens_increasing_and_every_lease_either_survives_or_is_told() {
+    failover(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_a_failover_never_lets_two_holders_overlap() {
+    failover(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_a_write_no_replica_acknowledged_fails_as_indeterminate() {
     let Some(mut deployment) = or_skip("redis sentinel", RedisSentinel::start().await) else {
         return;
     };
-    let connect = || async {
-        RedisStore::connect(
-            RedisConfig::new(deployment.url())
-                .namespace("failover")
-                .call_timeout(Duration::from_millis(500)),
-        )
+    let store = RedisStore::connect(
+        RedisConfig::new(deployment.url())
+            .namespace("wait")
+            .wait_for_replicas(1, Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect");
+    let a = Holder::new("a", "1").unwrap();
+    let k = LeaseKey::new("k").unwrap();
+    let grant = store
+        .claim(&k, &a, Duration::from_secs(5))
         .await
-        .expect("connect")
+        .unwrap()
+        .acquired()
+        .unwrap();
+    deployment.kill_replica().await.unwrap();
+    let err = store
+        .renew(&grant.fence, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(err.is_indeterminate(), "{err}");
+    assert!(
+        err.to_string().contains("reached 0 of the 1 replicas"),
+        "{err}"
+    );
+    let refused = RedisStore::connect(
+        RedisConfig::new("redis+cluster://127.0.0.1:1")
+            .wait_for_replicas(1, Duration::from_millis(200)),
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("not a cluster"), "{refused}");
+}
+
+/// Leases held and renewed through a failover, a rival claiming all along.
+/// With `wait`, every write waits for a replica, and there are two, so the
+/// new primary still has one.
+async fn failover(wait: bool) {
+    let replicas = if wait { 2 } else { 1 };
+    let Some(mut deployment) = or_skip(
+        "redis sentinel",
+        RedisSentinel::start_with_replicas(replicas).await,
+    ) else {
+        return;
+    };
+    let connect = || async {
+        let mut config = RedisConfig::new(deployment.url())
+            .namespace("failover")
+            .call_timeout(Duration::from_millis(500));
+        if wait {
+            config = config.wait_for_replicas(1, Duration::from_millis(200));
+        }
+        RedisStore::connect(config).await.expect("connect")
     };
     let store: DynLeaseStore = Arc::new(connect().await);
     let rival = connect().await;
@@ -69,11 +124,17 @@ async fn a_failover_keeps_tokens_increasing_and_every_lease_either_survives_or_i
         .filter(|(lease, g)| g.as_ref().is_some_and(|(at, _)| *at < lease.deadline()))
         .count();
     eprintln!(
-        "failover from :{old} to :{new} in {failed_over:?}; of {} leases {lost} fired lost, {} survived; {} granted to a rival, {overlaps} inside the old holder's deadline",
+        "failover (wait {wait}) from :{old} to :{new} in {failed_over:?}; of {} leases {lost} fired lost, {} survived; {} granted to a rival, {overlaps} inside the old holder's deadline",
         held.len(),
         held.len() - lost,
         granted.iter().filter(|g| g.is_some()).count(),
     );
+    if wait {
+        assert_eq!(
+            overlaps, 0,
+            "a rival was granted a key inside its old holder's deadline"
+        );
+    }
     for (lease, g) in held.iter().zip(&granted) {
         match g {
             // A rival got it: only after the holder was told, with a higher token.
