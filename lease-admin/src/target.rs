@@ -71,17 +71,7 @@ pub async fn connect(args: &Target) -> Result<DynLeaseStore, LeaseError> {
         return Ok(Arc::new(MemoryStore::new()));
     }
     let shown = lease_core::redacted_url(target);
-    if [
-        "redis://",
-        "rediss://",
-        "redis+cluster://",
-        "rediss+cluster://",
-        "redis+sentinel://",
-        "rediss+sentinel://",
-    ]
-    .iter()
-    .any(|scheme| target.starts_with(scheme))
-    {
+    if lease_redis::is_redis_url(target) {
         let mut config = RedisConfig::new(target).namespace(&args.namespace);
         if let Some(pem) = ca(args)? {
             config = config.tls_root_ca(pem);

@@ -4,6 +4,22 @@ use std::time::Duration;
 
 use lease_core::LeaseError;
 
+/// The URL schemes [`RedisConfig::new`] takes: one server, a cluster, a
+/// primary under Sentinel, each plain or TLS.
+pub const URL_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
+
+/// Whether `url` is one [`RedisConfig::new`] takes (by its scheme).
+pub fn is_redis_url(url: &str) -> bool {
+    URL_SCHEMES.iter().any(|scheme| url.starts_with(scheme))
+}
+
 /// Settings for a [`RedisStore`](crate::RedisStore).
 #[derive(Clone, Debug)]
 pub struct RedisConfig {

@@ -133,5 +133,5 @@ mod scripts;
 mod store;
 mod wait;
 
-pub use config::RedisConfig;
+pub use config::{RedisConfig, URL_SCHEMES, is_redis_url};
 pub use store::RedisStore;

@@ -243,33 +243,30 @@ impl RedisStore {
         keys: &[String],
         args: &[&[u8]],
     ) -> Result<T, LeaseError> {
-        let mut invocation = script.prepare_invoke();
-        for k in keys {
-            invocation.key(k);
-        }
-        for a in args {
-            invocation.arg(*a);
-        }
         let mut connection = self.inner.connection.clone();
         let limit = self.inner.config.call_timeout;
-        match self.inner.config.wait_for_replicas {
-            Some(wait) if op.is_mutating() => {
-                with_timeout(op, key, limit, async {
+        with_timeout(op, key, limit, async {
+            match self.inner.config.wait_for_replicas {
+                Some(wait) if op.is_mutating() => {
                     self.run_and_wait(op, key, script, keys, args, wait, &mut connection)
                         .await
-                })
-                .await
-            }
-            _ => {
-                with_timeout(op, key, limit, async {
+                }
+                _ => {
+                    let mut invocation = script.prepare_invoke();
+                    for k in keys {
+                        invocation.key(k);
+                    }
+                    for a in args {
+                        invocation.arg(*a);
+                    }
                     invocation
                         .invoke_async::<T>(&mut connection)
                         .await
                         .map_err(|e| redis_error(op, key, e, limit))
-                })
-                .await
+                }
             }
-        }
+        })
+        .await
     }
 
     /// The script and `WAIT` in one pipeline (one round trip); the script

@@ -42,17 +42,7 @@ fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
         return Ok(Arc::new(MemoryFactory));
     }
     #[cfg(feature = "redis")]
-    if [
-        "redis://",
-        "rediss://",
-        "redis+cluster://",
-        "rediss+cluster://",
-        "redis+sentinel://",
-        "rediss+sentinel://",
-    ]
-    .iter()
-    .any(|scheme| target.starts_with(scheme))
-    {
+    if lease_redis::is_redis_url(target) {
         return Ok(Arc::new(lease_conformance::targets::RedisTarget::new(
             target,
         )));
