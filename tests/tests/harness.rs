@@ -22,8 +22,15 @@ async fn fresh_token(store: &DynLeaseStore, holder: &str) -> u64 {
     for _ in 0..100 {
         match store.claim(&key(), &holder, Duration::from_secs(30)).await {
             Ok(Claim::Acquired(grant)) => {
-                assert!(store.release(&grant.fence).await.unwrap());
-                return grant.token().0;
+                // The release too may meet a member still coming back; it
+                // is idempotent, so a retry after a lost reply says false.
+                for _ in 0..100 {
+                    match store.release(&grant.fence).await {
+                        Ok(_) => return grant.token().0,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                panic!("the release never went through");
             }
             Ok(Claim::Busy(record)) => panic!("busy after restart: {record:?}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
