@@ -257,6 +257,26 @@ impl Keeper {
 
     /// One `renew_many` call for `batch`, then its results applied.
     async fn send(self, batch: Vec<(u64, Fence, Duration)>) {
+        // Leases released or dropped between being picked and this task
+        // running are not renewed: a renewal sent after its holder let go
+        // would keep the grant alive past what the holder could have
+        // written. From here to the store's first send there is no await.
+        let batch: Vec<(u64, Fence, Duration)> = {
+            let state = self.state();
+            batch
+                .into_iter()
+                .filter(|(id, _, _)| state.entries.contains_key(id))
+                .collect()
+        };
+        if batch.is_empty() {
+            let mut state = self.state();
+            state.stats.calls_in_flight -= 1;
+            metrics::gauge!("lease_keeper_calls_in_flight")
+                .set(state.stats.calls_in_flight as f64);
+            drop(state);
+            self.shared.changed.notify_one();
+            return;
+        }
         let renewals: Vec<(Fence, Duration)> =
             batch.iter().map(|(_, f, ttl)| (f.clone(), *ttl)).collect();
         let started = Instant::now();
