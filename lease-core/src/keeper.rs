@@ -271,8 +271,7 @@ impl Keeper {
         if batch.is_empty() {
             let mut state = self.state();
             state.stats.calls_in_flight -= 1;
-            metrics::gauge!("lease_keeper_calls_in_flight")
-                .set(state.stats.calls_in_flight as f64);
+            metrics::gauge!("lease_keeper_calls_in_flight").set(state.stats.calls_in_flight as f64);
             drop(state);
             self.shared.changed.notify_one();
             return;
