@@ -53,8 +53,9 @@ impl SentinelPrimary {
         manager_config: ConnectionManagerConfig,
         connect_timeout: Duration,
     ) -> Result<Self, String> {
+        let url = primary_url(&sentinels, connect_timeout).await?;
         let (url, client, manager) =
-            find_primary(&sentinels, &*open, &manager_config, connect_timeout).await?;
+            connect_primary(url, &*open, &manager_config, connect_timeout).await?;
         Ok(Self {
             sentinels,
             open,
@@ -83,40 +84,42 @@ impl SentinelPrimary {
     }
 
     /// Asks the sentinels where the primary is, and switches to it if it
-    /// moved.
+    /// moved (connecting only then).
     pub async fn follow(&self) {
         let mut followed = self.followed.lock().await;
         if followed.elapsed() < FOLLOW_EVERY {
             return;
         }
-        match find_primary(
-            &self.sentinels,
-            &*self.open,
-            &self.manager_config,
-            self.connect_timeout,
-        )
-        .await
-        {
-            Ok((url, client, manager)) => {
-                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-                if current.0 != url {
-                    tracing::info!(primary = %lease_core::redacted_url(&url), "redis primary moved; following it");
-                    *current = (url, client, manager);
-                }
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone();
+        let found = match primary_url(&self.sentinels, self.connect_timeout).await {
+            Ok(url) if url == current => Ok(None),
+            Ok(url) => {
+                connect_primary(url, &*self.open, &self.manager_config, self.connect_timeout)
+                    .await
+                    .map(Some)
             }
+            Err(why) => Err(why),
+        };
+        match found {
+            Ok(Some((url, client, manager))) => {
+                tracing::info!(primary = %lease_core::redacted_url(&url), "redis primary moved; following it");
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = (url, client, manager);
+            }
+            Ok(None) => {}
             Err(why) => tracing::debug!(%why, "no redis primary found yet"),
         }
         *followed = Instant::now();
     }
 }
 
-/// The primary the first answering sentinel names, if it says it is one.
-async fn find_primary(
-    sentinels: &Sentinels,
-    open: &(dyn Fn(&str) -> redis::RedisResult<redis::Client> + Send + Sync),
-    manager_config: &ConnectionManagerConfig,
-    limit: Duration,
-) -> Result<(String, redis::Client, ConnectionManager), String> {
+/// The primary the first answering sentinel names, as a URL with the
+/// primary's scheme and credentials.
+async fn primary_url(sentinels: &Sentinels, limit: Duration) -> Result<String, String> {
     let mut why = String::from("no sentinel answered");
     for sentinel in &sentinels.sentinels {
         let asked = tokio::time::timeout(limit, async {
@@ -133,31 +136,46 @@ async fn find_primary(
                 .map_err(|e| e.to_string())?;
             let (host, port) =
                 address.ok_or_else(|| format!("it knows no master {:?}", sentinels.master))?;
-            let url = format!("{}://{}{host}:{port}", sentinels.scheme, sentinels.auth);
-            let client = open(&url).map_err(|e| e.to_string())?;
-            let mut manager = client
-                .get_connection_manager_with_config(manager_config.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            let role: Vec<redis::Value> = redis::cmd("ROLE")
-                .query_async(&mut manager)
-                .await
-                .map_err(|e| e.to_string())?;
-            match role.first() {
-                Some(redis::Value::BulkString(role)) if role == b"master" => {
-                    Ok((url, client, manager))
-                }
-                _ => Err(format!("{host}:{port} is not a primary yet")),
-            }
+            Ok::<_, String>(format!(
+                "{}://{}{host}:{port}",
+                sentinels.scheme, sentinels.auth
+            ))
         })
         .await;
         match asked {
-            Ok(Ok(found)) => return Ok(found),
+            Ok(Ok(url)) => return Ok(url),
             Ok(Err(e)) => why = format!("sentinel {sentinel}: {e}"),
             Err(_) => why = format!("sentinel {sentinel}: no answer within {limit:?}"),
         }
     }
     Err(why)
+}
+
+/// A connection to the server at `url`, if it says it is a primary.
+async fn connect_primary(
+    url: String,
+    open: &(dyn Fn(&str) -> redis::RedisResult<redis::Client> + Send + Sync),
+    manager_config: &ConnectionManagerConfig,
+    limit: Duration,
+) -> Result<(String, redis::Client, ConnectionManager), String> {
+    let shown = lease_core::redacted_url(&url);
+    tokio::time::timeout(limit, async {
+        let client = open(&url).map_err(|e| e.to_string())?;
+        let mut manager = client
+            .get_connection_manager_with_config(manager_config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut manager)
+            .await
+            .map_err(|e| e.to_string())?;
+        match role.first() {
+            Some(redis::Value::BulkString(role)) if role == b"master" => Ok((url, client, manager)),
+            _ => Err(format!("{shown} is not a primary yet")),
+        }
+    })
+    .await
+    .map_err(|_| format!("{shown}: no answer within {limit:?}"))?
 }
 
 /// Whether `error` is how a call to a primary that is gone or demoted fails.

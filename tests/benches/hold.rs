@@ -17,11 +17,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use lease_core::{Acquire, DynLeaseStore, HeldLease, Holder, LeaseKey, Leaser};
+use lease_core::{DynLeaseStore, Holder, Leaser};
 use lease_etcd::{EtcdConfig, EtcdStore};
 use lease_redis::{RedisConfig, RedisStore};
-use lease_tests::{EtcdCluster, RedisServer, gauges};
+use lease_tests::{EtcdCluster, RedisServer, acquire_all, gauges};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(6);
@@ -32,20 +31,6 @@ type Gauge = Arc<dyn Fn() -> futures::future::BoxFuture<'static, (f64, f64)> + S
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn acquire_all(leaser: &Leaser, run: &str, n: usize) -> Vec<HeldLease> {
-    futures::stream::iter(0..n)
-        .map(|i| async move {
-            let key = LeaseKey::new(format!("hold/{run}/{i}")).expect("valid");
-            match leaser.try_acquire(&key).await.expect("claim") {
-                Acquire::Held(lease) => lease,
-                Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await
 }
 
 async fn hold(backend: &str, store: DynLeaseStore, gauge: Gauge) {
@@ -70,7 +55,7 @@ async fn hold(backend: &str, store: DynLeaseStore, gauge: Gauge) {
         let holder = Holder::unique("bench").expect("valid");
         let leaser = Leaser::new(store.clone(), holder, TTL).renew_every(PERIOD);
         let run = format!("{n}-{}", rand::random::<u32>());
-        let leases = acquire_all(&leaser, &run, n).await;
+        let leases = acquire_all(&leaser, &format!("hold/{run}"), n).await;
         // Let the first renewals of the acquisition burst settle.
         tokio::time::sleep(PERIOD).await;
         let (calls, cpu) = gauge().await;

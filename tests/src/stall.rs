@@ -53,21 +53,7 @@ where
     R: Future<Output = ()>,
 {
     let leaser = Leaser::new(store, Holder::unique("stall").expect("valid"), ttl);
-    let run = rand::random::<u32>();
-    let leases: Vec<HeldLease> = futures::stream::iter(0..n)
-        .map(|i| {
-            let leaser = &leaser;
-            async move {
-                let key = LeaseKey::new(format!("stall/{run}/{i}")).expect("valid");
-                match leaser.try_acquire(&key).await.expect("claim") {
-                    Acquire::Held(lease) => lease,
-                    Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
-                }
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
+    let leases = acquire_all(&leaser, &format!("stall/{}", rand::random::<u32>()), n).await;
     // Two renewal periods of steady state, then the stall.
     tokio::time::sleep(ttl * 2 / 3).await;
     let before = leaser.stats();
@@ -89,4 +75,20 @@ where
         let _ = lease.release().await;
     }
     Stalled { stats, lost }
+}
+
+/// Acquires `prefix/0` … `prefix/{n-1}` with `leaser`, 64 claims at a time;
+/// panics if one is taken.
+pub async fn acquire_all(leaser: &Leaser, prefix: &str, n: usize) -> Vec<HeldLease> {
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let key = LeaseKey::new(format!("{prefix}/{i}")).expect("valid");
+            match leaser.try_acquire(&key).await.expect("claim") {
+                Acquire::Held(lease) => lease,
+                Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
 }

@@ -5,19 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{Acquire, DynLeaseStore, Holder, LeaseKey, LeaseStore, Leaser};
+use lease_core::{DynLeaseStore, Holder, LeaseKey, LeaseStore, Leaser};
 use lease_redis::{RedisConfig, RedisStore};
-use lease_tests::{RedisCluster, servers_required};
+use lease_tests::{RedisCluster, acquire_all, or_skip};
 
 async fn cluster() -> Option<RedisCluster> {
-    match RedisCluster::start().await {
-        Ok(cluster) => Some(cluster),
-        Err(why) if servers_required() => panic!("required cluster could not be started: {why}"),
-        Err(why) => {
-            eprintln!("!!! NOT RUN: no Redis Cluster: {why}");
-            None
-        }
-    }
+    or_skip("redis cluster", RedisCluster::start().await)
 }
 
 /// The slot of every key of `namespace`: its hash tag's.
@@ -46,14 +39,7 @@ async fn leases_survive_their_slot_moving_to_another_node() {
     let ttl = Duration::from_secs(3);
     let leaser = Leaser::new(store.clone(), Holder::new("mover", "1").unwrap(), ttl)
         .renew_every(Duration::from_millis(300));
-    let mut held = Vec::new();
-    for i in 0..300 {
-        let key = LeaseKey::new(format!("shard/{i}")).unwrap();
-        match leaser.try_acquire(&key).await.expect("claim") {
-            Acquire::Held(lease) => held.push(lease),
-            Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
-        }
-    }
+    let mut held = acquire_all(&leaser, "shard", 300).await;
     let from = cluster.owner(slot).await.expect("owner");
     assert_eq!(
         cluster.keys_in(slot, from).await.unwrap(),

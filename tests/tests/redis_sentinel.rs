@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{Acquire, Claim, DynLeaseStore, Holder, LeaseKey, LeaseStore, Leaser};
+use lease_core::{Claim, DynLeaseStore, Holder, LeaseKey, LeaseStore, Leaser};
 use lease_redis::{RedisConfig, RedisStore};
-use lease_tests::{RedisSentinel, or_skip};
+use lease_tests::{RedisSentinel, acquire_all, or_skip};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,14 +83,7 @@ async fn failover(wait: bool) {
     let ttl = Duration::from_secs(4);
     let leaser = Leaser::new(store.clone(), Holder::new("a", "1").unwrap(), ttl)
         .renew_every(Duration::from_millis(300));
-    let mut held = Vec::new();
-    for i in 0..50 {
-        let key = LeaseKey::new(format!("job/{i}")).unwrap();
-        match leaser.try_acquire(&key).await.expect("claim") {
-            Acquire::Held(lease) => held.push(lease),
-            Acquire::Busy(record) => panic!("{key} is taken: {record:?}"),
-        }
-    }
+    let held = acquire_all(&leaser, "job", 50).await;
     let highest = held.iter().map(|l| l.fence().token).max().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
