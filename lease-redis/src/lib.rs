@@ -16,7 +16,7 @@
 //!   The client's clock is used for nothing but the holder's own deadline.
 //! - **Lean scripts.** A lease record is one string (`v3`, holder id,
 //!   incarnation and token, joined by newlines): one `GET` reads it. A
-//!   claim of a free key runs `GET` (record), `GET` (token floor), `TIME`,
+//!   claim of a free key runs `MGET` (record and token floor), `TIME`,
 //!   `SET … PX`, `SET` (floor); a renewal `GET`, `PEXPIRE`; a release
 //!   `GET`, `DEL`, `PUBLISH`; an inspect `GET`, `PTTL`. A renewal and a
 //!   release send the fence's record as it is stored and the script
@@ -103,6 +103,14 @@
 //!   mutating call indeterminate ([`lease_core::LeaseError::is_indeterminate`]).
 //!   A key holding a foreign type or a malformed value is a corrupt record:
 //!   `inspect` reports it, a claim repairs it by takeover.
+//! - **Least privilege.** A Redis ACL user for a store of namespace `ns`
+//!   needs its keys and channel, `~{ns}:* &{ns}:*`, and the commands
+//!   `+evalsha +eval +script|load +ping +subscribe` plus those the scripts
+//!   run: `+get +mget +set +del +pexpire +pttl +time +type +publish`.
+//!   Listing adds `+scan`, the restart quarantine `+info`,
+//!   `wait_for_replicas` `+wait`, Sentinel `+role` (and, on the sentinels,
+//!   `+sentinel|get-master-addr-by-name`). A missing one fails the call
+//!   that needs it with Redis' own message naming the command.
 //!
 //! **What each deployment guarantees** (exclusivity: no two holders inside
 //! their deadlines; token order: every fresh grant's token above all

@@ -48,6 +48,12 @@ pub(crate) struct Inner {
     pub(crate) connection: Connection,
     pub(crate) scripts: Scripts,
     notifier: Notifier,
+    /// The namespace's token floor key (see `lua/prelude.lua`).
+    floor_key: String,
+    /// The pub/sub channel releases are announced on.
+    channel: String,
+    /// The restart quarantine in ms, as the scripts take it: 0 when off.
+    quarantine_ms: String,
 }
 
 impl fmt::Debug for RedisStore {
@@ -148,8 +154,15 @@ impl RedisStore {
         });
         let _ =
             tokio::time::timeout(config.connect_timeout, futures::future::join_all(loads)).await;
+        let quarantine_ms = config
+            .restart_quarantine
+            .map_or(0, |q| q.as_millis().max(1))
+            .to_string();
         Ok(Self {
             inner: Arc::new(Inner {
+                floor_key: format!("{{{}}}:floor", config.namespace),
+                channel: channel(&config.namespace),
+                quarantine_ms,
                 config,
                 connection,
                 scripts,
@@ -174,8 +187,8 @@ impl RedisStore {
     }
 
     /// The pub/sub channel on which releases are announced.
-    pub fn channel(&self) -> String {
-        channel(&self.inner.config.namespace)
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
     }
 
     /// Runs `cmd` on the node that holds this store's namespace (the
@@ -210,15 +223,6 @@ impl RedisStore {
         format!("{{{}}}:{space}:{key}", self.inner.config.namespace)
     }
 
-    /// The restart quarantine in ms, as the scripts take it: 0 when off.
-    fn quarantine_ms(&self) -> String {
-        self.inner
-            .config
-            .restart_quarantine
-            .map_or(0, |q| q.as_millis().max(1))
-            .to_string()
-    }
-
     /// A busy record for a key under the restart quarantine.
     fn quarantine_record(key: &LeaseKey, reply: &Reply) -> Result<LeaseRecord, String> {
         Ok(LeaseRecord {
@@ -229,18 +233,13 @@ impl RedisStore {
         })
     }
 
-    /// The namespace's token floor (see `lua/prelude.lua`).
-    fn floor_key(&self) -> String {
-        format!("{{{}}}:floor", self.inner.config.namespace)
-    }
-
     /// Runs one script: one round trip, under the call timeout.
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         op: Op,
         key: &LeaseKey,
         script: &Script,
-        keys: &[String],
+        keys: &[impl AsRef<str> + Sync],
         args: &[&[u8]],
     ) -> Result<T, LeaseError> {
         let mut connection = self.inner.connection.clone();
@@ -254,7 +253,7 @@ impl RedisStore {
                 _ => {
                     let mut invocation = script.prepare_invoke();
                     for k in keys {
-                        invocation.key(k);
+                        invocation.key(k.as_ref());
                     }
                     for a in args {
                         invocation.arg(*a);
@@ -277,19 +276,21 @@ impl RedisStore {
         op: Op,
         key: &LeaseKey,
         script: &Script,
-        keys: &[String],
+        keys: &[impl AsRef<str> + Sync],
         args: &[&[u8]],
         (replicas, wait): (u32, Duration),
         connection: &mut Connection,
     ) -> Result<T, LeaseError> {
         let limit = self.inner.config.call_timeout;
         let mut pipeline = redis::pipe();
-        pipeline
+        let eval = pipeline
             .cmd("EVALSHA")
             .arg(script.get_hash())
-            .arg(keys.len())
-            .arg(keys)
-            .arg(args)
+            .arg(keys.len());
+        for k in keys {
+            eval.arg(k.as_ref());
+        }
+        eval.arg(args)
             .cmd("WAIT")
             .arg(replicas)
             .arg(wait.as_millis().max(1) as u64);
@@ -321,7 +322,7 @@ impl RedisStore {
         op: Op,
         key: &LeaseKey,
         script: &Script,
-        keys: &[String],
+        keys: &[impl AsRef<str> + Sync],
         args: &[&[u8]],
     ) -> Result<Reply, LeaseError> {
         self.run::<Vec<Vec<u8>>>(op, key, script, keys, args)
@@ -342,12 +343,12 @@ impl RedisStore {
             Op::Claim
         };
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
-        let (ttl_ms, quarantine) = (ttl.as_millis().to_string(), self.quarantine_ms());
+        let ttl_ms = ttl.as_millis().to_string();
         let mut args: Vec<&[u8]> = vec![
             holder.id().as_bytes(),
             holder.incarnation().as_bytes(),
             ttl_ms.as_bytes(),
-            quarantine.as_bytes(),
+            self.inner.quarantine_ms.as_bytes(),
         ];
         let observed_token = observed.map(|o| o.token.0.to_string());
         if let (Some(o), Some(token)) = (observed, &observed_token) {
@@ -363,7 +364,7 @@ impl RedisStore {
                 op,
                 key,
                 &self.inner.scripts.claim,
-                &[self.record_key(key), self.floor_key()],
+                &[&self.record_key(key), &self.inner.floor_key],
                 &args,
             )
             .await?;
@@ -697,8 +698,12 @@ impl LeaseStore for RedisStore {
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let key = &fence.key;
-        let (own, channel) = (fence_record(fence), self.channel());
-        let args: [&[u8]; 3] = [own.as_bytes(), channel.as_bytes(), key.as_str().as_bytes()];
+        let own = fence_record(fence);
+        let args: [&[u8]; 3] = [
+            own.as_bytes(),
+            self.inner.channel.as_bytes(),
+            key.as_str().as_bytes(),
+        ];
         let released: i64 = self
             .run(
                 Op::Release,
@@ -712,14 +717,13 @@ impl LeaseStore for RedisStore {
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
-        let quarantine = self.quarantine_ms();
         let reply = self
             .script(
                 Op::Inspect,
                 key,
                 &self.inner.scripts.inspect,
-                &[self.record_key(key), self.floor_key()],
-                &[quarantine.as_bytes()],
+                &[&self.record_key(key), &self.inner.floor_key],
+                &[self.inner.quarantine_ms.as_bytes()],
             )
             .await?;
         match reply.tag() {

@@ -320,7 +320,7 @@ async fn every_operation_is_one_round_trip() {
 /// Only what the adapter needs: its scripts, the commands they run, its
 /// keys and its channel.
 const LEASER_ACL: &str = "on >s3cret resetkeys ~{acl}:* resetchannels &{acl}:* -@all \
-    +evalsha +eval +script|load +time +type +del +publish +get +set +pttl +pexpire +subscribe +ping";
+    +evalsha +eval +script|load +time +type +del +publish +get +mget +set +pttl +pexpire +subscribe +ping";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_least_privilege_acl_user_suffices_and_a_lesser_one_is_told_why() {

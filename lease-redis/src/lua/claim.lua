@@ -6,7 +6,12 @@
 -- Replies {'acquired', token, '1'} for a fresh grant, {'acquired', token, '0'}
 -- for the holder's own live grant refreshed, held(record) when busy, or
 -- quarantined(ms left) when no fresh grant may be made yet.
-local record = read_record(KEYS[1])
+
+-- One read of both keys. MGET answers nil for a key of another type, as
+-- for an absent one: a corrupt record is replaced either way, and a floor
+-- of another type counts as missing.
+local values = redis.call('MGET', KEYS[1], KEYS[2])
+local record, floor_value = values[1] and parse_record(KEYS[1], values[1]), values[2]
 
 if is_live(record) then
   if record.holder == ARGV[1] and record.incarnation == ARGV[2] then
@@ -22,7 +27,6 @@ end
 -- the record replaced and the clock. The floor orders tokens whatever the
 -- clock does; the clock orders them after the floor was lost (a restart
 -- without persistence, a failover that lost the last writes).
-local floor_value = redis.pcall('GET', KEYS[2])
 local left = quarantine_left(floor_value, ARGV[4])
 if left then
   return quarantined(left)

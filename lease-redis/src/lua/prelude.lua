@@ -20,7 +20,7 @@ end
 
 -- Integers up to 2^53 print exactly this way; tostring would use %.14g.
 local function fmt(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 -- The string at key: its value or false when absent; or nil and what is
@@ -33,19 +33,12 @@ local function get_string(key)
   return value
 end
 
--- nil when absent (the grant ended), a string saying what is wrong when
--- corrupt, else the live record: holder, incarnation, token (also as the
--- text it was stored as, `token_text`, so it is compared, replied and
--- rewritten without formatting a number again) and `left`, the ms until
--- the grant ends.
-local function read_record(key)
-  local value, wrong = get_string(key)
-  if wrong then
-    return wrong
-  end
-  if not value then
-    return nil
-  end
+-- The live record that `value`, the string at key, holds: holder,
+-- incarnation, token (also as the text it was stored as, `token_text`, so
+-- it is compared, replied and rewritten without formatting a number again)
+-- and `left`, the ms until the grant ends; or a string saying what is
+-- wrong with it.
+local function parse_record(key, value)
   local holder, incarnation, token_text =
     string.match(value, '^v3\n([^\n]+)\n([^\n]+)\n(%d+)$')
   local token = tonumber(token_text)
@@ -57,6 +50,19 @@ local function read_record(key)
     return 'a lease record without an expiry'
   end
   return { holder = holder, incarnation = incarnation, token = token, token_text = token_text, left = left }
+end
+
+-- nil when absent (the grant ended), a string saying what is wrong when
+-- corrupt, else the live record (see parse_record).
+local function read_record(key)
+  local value, wrong = get_string(key)
+  if wrong then
+    return wrong
+  end
+  if not value then
+    return nil
+  end
+  return parse_record(key, value)
 end
 
 local function is_live(record)
