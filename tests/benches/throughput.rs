@@ -10,9 +10,10 @@
 //! client holds its key, against the TTL.
 //!
 //! `cargo bench -p tests --bench throughput` (servers from the harness, as
-//! for the tests). `BENCH_SECONDS` sets each run's length (default 1),
-//! `BENCH_ROUNDS` the rounds (default 3), `BENCH_BACKENDS` which to run
-//! (`memory,redis,etcd` by default).
+//! for the tests). `BENCH_SECONDS` sets each run's length (default 3;
+//! shorter runs understate the fastest contenders), `BENCH_ROUNDS` the rounds (default 3), `BENCH_BACKENDS` which to run
+//! (`memory,redis,etcd` by default), `BENCH_TASKS` the concurrencies
+//! (`1,16,64` by default).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,6 @@ use lease_tests::{EtcdCluster, RedisServer, gauges};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(30);
-const TASKS: [usize; 3] = [1, 16, 64];
 
 /// One claim + release cycle (or its equivalent) on the key numbered `n`.
 type Cycle = Arc<dyn Fn(u64) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -48,7 +48,16 @@ struct Run {
     client_us: f64,
 }
 
-fn settings() -> (Duration, usize) {
+fn settings() -> (Duration, usize, Vec<usize>) {
+    let listed = std::env::var("BENCH_TASKS").unwrap_or_else(|_| "1,16,64".into());
+    let tasks = listed
+        .split(',')
+        .map(|n| n.trim().parse().ok().filter(|&n: &usize| n > 0))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_else(|| {
+            eprintln!("BENCH_TASKS is {listed:?}: it takes task counts above 0, comma separated");
+            std::process::exit(2)
+        });
     let var = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -56,8 +65,9 @@ fn settings() -> (Duration, usize) {
             .unwrap_or(default)
     };
     (
-        Duration::from_secs(var("BENCH_SECONDS", 1)),
+        Duration::from_secs(var("BENCH_SECONDS", 3)),
         var("BENCH_ROUNDS", 3) as usize,
+        tasks,
     )
 }
 
@@ -100,13 +110,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Interleaved rounds of every contender at each concurrency; prints a
 /// table with ratios of the first contender (ours) to each other one.
 async fn compare(backend: &str, contenders: &[Contender], server: ServerCpu) {
-    let (length, rounds) = settings();
+    let (length, rounds, concurrencies) = settings();
     println!("\n{backend}: claim + release, {rounds} interleaved rounds of {length:?} each");
     println!(
         "{:>5}  {:<42} {:>11} {:>14} {:>14} {:>13}",
         "tasks", "contender", "cycles/s", "server µs/cyc", "client µs/cyc", "ours / this"
     );
-    for tasks in TASKS {
+    for tasks in concurrencies {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
         for round in 0..rounds {
             // Rotate who goes first, so no contender always meets a warm
