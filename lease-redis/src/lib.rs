@@ -142,4 +142,6 @@ mod store;
 mod wait;
 
 pub use config::{RedisConfig, URL_SCHEMES, is_redis_url};
+#[doc(hidden)]
+pub use scripts::script_source;
 pub use store::RedisStore;

@@ -231,6 +231,75 @@ async fn redis() {
             })
         })
     };
+    // lease-redis' own claim and release scripts, sent bare: what the
+    // store adds on the client is the difference.
+    let bare_scripts: Cycle = {
+        let connection = connection.clone();
+        let source = |name| redis::Script::new(&lease_redis::script_source(name).expect(name));
+        let scripts = Arc::new((source("claim"), source("release")));
+        Arc::new(move |n| {
+            let (mut connection, scripts) = (connection.clone(), scripts.clone());
+            Box::pin(async move {
+                let k = format!("{{bare}}:lease:bench/{n}");
+                let reply: Vec<String> = scripts
+                    .0
+                    .key(&k)
+                    .key("{bare}:floor")
+                    .arg("bench")
+                    .arg("1")
+                    .arg(TTL.as_millis() as u64)
+                    .arg(0)
+                    .invoke_async(&mut connection)
+                    .await
+                    .expect("claim script");
+                assert_eq!(reply[0], "acquired", "{k} is taken");
+                let released: i64 = scripts
+                    .1
+                    .key(&k)
+                    .arg(format!("v3\nbench\n1\n{}", reply[1]))
+                    .arg("{bare}:released")
+                    .arg(&k)
+                    .invoke_async(&mut connection)
+                    .await
+                    .expect("release script");
+                assert_eq!(released, 1, "{k} was not released");
+            })
+        })
+    };
+    // Two scripts with no token, floor or notification: a lock as rslock
+    // takes it, but claimed by a script call instead of a bare command.
+    let plain_scripts: Cycle = {
+        let connection = connection.clone();
+        let scripts = Arc::new((
+            redis::Script::new("return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])"),
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            ),
+        ));
+        Arc::new(move |n| {
+            let (mut connection, scripts) = (connection.clone(), scripts.clone());
+            Box::pin(async move {
+                let k = format!("plain/{n}");
+                let set: Option<String> = scripts
+                    .0
+                    .key(&k)
+                    .arg("bench")
+                    .arg(TTL.as_millis() as u64)
+                    .invoke_async(&mut connection)
+                    .await
+                    .expect("set script");
+                assert!(set.is_some(), "{k} is taken");
+                let deleted: i64 = scripts
+                    .1
+                    .key(&k)
+                    .arg("bench")
+                    .invoke_async(&mut connection)
+                    .await
+                    .expect("delete script");
+                assert_eq!(deleted, 1, "{k} was not deleted");
+            })
+        })
+    };
     let locks = Arc::new(rslock::LockManager::new(vec![url.clone()]));
     let rslock: Cycle = Arc::new(move |n| {
         let locks = locks.clone();
@@ -259,6 +328,14 @@ async fn redis() {
         Contender {
             name: "rslock lock + unlock (no fencing)",
             cycle: rslock,
+        },
+        Contender {
+            name: "lease-redis' scripts sent bare",
+            cycle: bare_scripts,
+        },
+        Contender {
+            name: "SET NX PX script + GET/DEL script",
+            cycle: plain_scripts,
         },
     ];
     killed_holder("redis", &url).await;
