@@ -319,7 +319,15 @@ impl Leases {
                     }
                     wanted
                 });
-                idle.retain(|ttl, list| !list.is_empty() && demand.contains_key(ttl));
+                // Leases given back after their TTL's demand lapsed (a
+                // release long after the claim) have no demand entry left
+                // to find them above: they go too, revoked, not forgotten.
+                idle.retain(|ttl, list| {
+                    if !demand.contains_key(ttl) {
+                        unwanted.append(list);
+                    }
+                    !list.is_empty()
+                });
                 (stale, unwanted)
             };
             for lease in unwanted {
