@@ -273,7 +273,10 @@ impl EtcdStore {
     }
 
     /// How long etcd will keep lease `id`, in whole seconds rounded down;
-    /// `None` when it is gone.
+    /// `None` when it is gone. etcd answers 0 for a lease with under a
+    /// second left (or expired a moment ago, its keys not yet deleted) and
+    /// -1 for one that is gone: at 0 the key is still there, so its grant
+    /// still shows, with no time left.
     pub(crate) async fn lease_left(
         &self,
         key: &LeaseKey,
@@ -285,7 +288,7 @@ impl EtcdStore {
         })
         .await?;
         match answer {
-            Ok(response) if response.ttl() > 0 => {
+            Ok(response) if response.ttl() >= 0 => {
                 Ok(Some(Duration::from_secs(response.ttl().unsigned_abs())))
             }
             Ok(_) => Ok(None),

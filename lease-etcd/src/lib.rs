@@ -79,8 +79,10 @@
 //! Takeovers (reclaim of a live grant, repair of a corrupt record) take two
 //! round trips: etcd cannot delete and create one key in a transaction.
 //! `inspect` reads the key and asks etcd how long its lease has left (whole
-//! seconds); the time left in a busy claim's record is the TTL granted, an
-//! upper bound.
+//! seconds, rounded down: a grant in its lease's last second shows with no
+//! time left, and shows until etcd deletes its key, so `inspect` never
+//! calls free a grant its holder could still renew); the time left in a
+//! busy claim's record is the TTL granted, an upper bound.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), lease_core::LeaseError> {
