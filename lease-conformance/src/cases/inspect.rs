@@ -1,6 +1,9 @@
 //! Inspect: the live record, none, or a corrupt-record error naming the key.
 
-use lease_core::{LeaseError, LeaseKey};
+use std::time::Duration;
+
+use lease_core::{Claim, LeaseError, LeaseKey};
+use tokio::time::Instant;
 
 use crate::check::{acquire, holder, key};
 use crate::{CaseError, ensure};
@@ -21,6 +24,29 @@ cases! {
         let record = s.store.inspect(&k).await?.ok_or_else(|| CaseError::Failed("no record for a live grant".into()))?;
         ensure!(record.key == k && record.holder == a && record.token == grant.token(), "wrong record {record:?} for {grant:?}");
         ensure!(!record.remaining.is_zero() && record.remaining <= grant.ttl, "time left {:?} outside (0, {:?}]", record.remaining, grant.ttl);
+        Ok(())
+    }
+
+    /// Once inspect shows a key free, its grant has ended: the holder's renewal is refused with Lost, check refuses the fence, and another holder's claim is granted fresh. A store that rounds time left down to nothing, or reads the end from a clock other than the one that deletes the grant, shows a free key its holder can still renew.
+    async fn a_key_inspect_shows_free_is_ended(s) {
+        let t = s.timing();
+        let (k, a, b) = (key("inspect/free-means-ended"), holder("a", "1"), holder("b", "1"));
+        let claimed = acquire(&*s.store, &k, &a, t.ttl).await?;
+        let fence = claimed.value.fence.clone();
+        // Generous: how soon the grant ends is other cases' concern.
+        let give_up = claimed.replied + claimed.value.ttl + t.slack + Duration::from_secs(2);
+        while s.store.inspect(&k).await?.is_some() {
+            ensure!(Instant::now() < give_up, "the grant still shows {:?} after its claim", claimed.sent.elapsed());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let shown_free = claimed.sent.elapsed();
+        match s.store.renew(&fence, t.ttl).await {
+            Err(LeaseError::Lost { .. }) => {}
+            other => ensure!(false, "inspect showed the key free {shown_free:?} after the claim, yet renewing its grant gave {other:?}"),
+        }
+        ensure!(!s.store.check(&fence).await?, "inspect showed the key free, yet check accepts its fence");
+        let next = s.store.claim(&k, &b, t.ttl).await?;
+        ensure!(matches!(&next, Claim::Acquired(g) if g.fresh), "inspect showed the key free, yet another holder's claim gave {next:?}");
         Ok(())
     }
 
