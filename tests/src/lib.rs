@@ -46,7 +46,7 @@ pub use proxy::{FaultProxy, Replies};
 pub use redis::{RedisOptions, RedisServer};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;
-pub use stall::{Stalled, acquire_all, hold_through_a_stall};
+pub use stall::{Stalled, acquire_all, assert_shows, hold_through_a_stall};
 pub use tls::TestCertificates;
 
 /// Why a server could not be had.

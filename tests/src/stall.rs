@@ -5,7 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lease_core::{Acquire, DynLeaseStore, HeldLease, Holder, KeeperStats, LeaseKey, Leaser};
+use lease_core::{
+    Acquire, DynLeaseStore, HeldLease, Holder, KeeperStats, LeaseKey, LeaseStore, Leaser,
+};
 use tokio::time::Instant;
 
 /// What [`hold_through_a_stall`] saw.
@@ -91,4 +93,17 @@ pub async fn acquire_all(leaser: &Leaser, prefix: &str, n: usize) -> Vec<HeldLea
         .buffer_unordered(64)
         .collect()
         .await
+}
+
+/// Panics unless `store` shows `lease`'s key held with `lease`'s token.
+pub async fn assert_shows(store: &dyn LeaseStore, lease: &HeldLease) {
+    let key = &lease.fence().key;
+    let record = store.inspect(key).await.expect("inspect");
+    assert!(
+        record
+            .as_ref()
+            .is_some_and(|r| r.token == lease.fence().token),
+        "{key} shows {record:?}, not {}",
+        lease.fence()
+    );
 }

@@ -84,12 +84,7 @@ async fn leases_survive_their_slot_moving_to_another_node() {
         .await
         .expect("connect");
     for lease in &held[..10] {
-        let record = rival
-            .inspect(&lease.fence().key)
-            .await
-            .unwrap()
-            .expect("held");
-        assert_eq!(record.token, lease.fence().token);
+        lease_tests::assert_shows(&rival, lease).await;
         let claim = rival
             .claim(&lease.fence().key, &Holder::new("rival", "1").unwrap(), ttl)
             .await

@@ -150,12 +150,7 @@ async fn failover(wait: bool) {
                     "{} lost, yet nobody else could claim it",
                     lease.fence().key
                 );
-                let record = rival
-                    .inspect(&lease.fence().key)
-                    .await
-                    .unwrap()
-                    .expect("held");
-                assert_eq!(record.token, lease.fence().token);
+                lease_tests::assert_shows(&rival, lease).await;
             }
         }
     }
