@@ -65,6 +65,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod clock;
 mod error;
 mod fenced;
@@ -77,6 +78,7 @@ mod round;
 mod store;
 mod types;
 
+pub use batch::{BatchStats, Batcher, SendBatch};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{
     BoxError, LeaseError, Op, check_durations, marker_text, redacted_url, with_timeout,
