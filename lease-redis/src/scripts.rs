@@ -147,9 +147,13 @@ mod tests {
         for name in ["now_us", "inspect_one", "read_one", "string_kind"] {
             assert!(!defines(&renew_many, name), "renew_many defines {name}");
         }
-        let release = with_prelude(include_str!("lua/release.lua"));
-        assert!(defines(&release, "is_own"));
-        assert!(!defines(&release, "read_record"));
+        let claim = with_prelude(include_str!("lua/claim.lua"));
+        for name in ["parse_record", "is_fence", "quarantine_left", "now_us"] {
+            assert!(defines(&claim, name), "claim lacks {name}");
+        }
+        for name in ["read_record", "get_string", "is_own", "renew_one"] {
+            assert!(!defines(&claim, name), "claim defines {name}");
+        }
         // Definitions come before their callers, as in the prelude.
         assert!(renew_many.find("function get_string(") < renew_many.find("function read_record("));
     }

@@ -1,13 +1,13 @@
 //! The store: each trait method is one script call.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{
-    Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
-    LeaseStore, Listed, Op, Page, with_timeout,
+    BatchStats, Batcher, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey,
+    LeaseRecord, LeaseStore, Listed, Op, Page, SendBatch, with_timeout,
 };
 use redis::aio::ConnectionManagerConfig;
 use redis::{FromRedisValue, Script};
@@ -37,6 +37,28 @@ fn fence_record(fence: &Fence) -> String {
 /// milliseconds at most.
 const RENEW_BATCH: usize = lease_core::MAX_BATCH;
 
+/// Claims (or releases) one script call carries at most: 128 claims hold
+/// the server for well under a millisecond.
+pub const CALL_BATCH: usize = 128;
+
+/// Claim (or release) script calls under way at once, per store; calls
+/// made beyond that wait for one to end and go out together.
+pub const CALLS_IN_FLIGHT: usize = 16;
+
+/// A claim on its way into a batch.
+struct ClaimRequest {
+    key: LeaseKey,
+    holder: Holder,
+    ttl_ms: String,
+    observed: Option<Fence>,
+}
+
+/// A release on its way into a batch: its key and its fence's record.
+struct ReleaseRequest {
+    key: LeaseKey,
+    own: String,
+}
+
 /// A [`LeaseStore`] on Redis. Clones share one connection.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -54,6 +76,31 @@ pub(crate) struct Inner {
     channel: String,
     /// The restart quarantine in ms, as the scripts take it: 0 when off.
     quarantine_ms: String,
+    /// Concurrent claims coalesced into claim script calls, and how a
+    /// batch is sent.
+    claims: Batcher<ClaimRequest, Result<Reply, LeaseError>>,
+    send_claims: SendBatch<ClaimRequest, Result<Reply, LeaseError>>,
+    /// Concurrent releases coalesced into release script calls.
+    releases: Batcher<ReleaseRequest, Result<bool, LeaseError>>,
+    send_releases: SendBatch<ReleaseRequest, Result<bool, LeaseError>>,
+}
+
+/// A batch's sender holds the store weakly: the store owns its batchers.
+fn batch_sender<Req: Send + 'static, Resp: Send + 'static>(
+    inner: &Weak<Inner>,
+    send: fn(RedisStore, Vec<Req>) -> futures::future::BoxFuture<'static, Vec<Resp>>,
+    gone: fn(&Req) -> Resp,
+) -> SendBatch<Req, Resp> {
+    let inner = inner.clone();
+    Arc::new(move |batch| match inner.upgrade() {
+        Some(inner) => send(RedisStore { inner }, batch),
+        None => Box::pin(std::future::ready(batch.iter().map(gone).collect())),
+    })
+}
+
+/// The answer for a call whose store was dropped before it was sent.
+fn store_dropped(op: Op, key: &LeaseKey) -> LeaseError {
+    LeaseError::backend(BACKEND, op, key, false, "the store was dropped")
 }
 
 impl fmt::Debug for RedisStore {
@@ -159,7 +206,7 @@ impl RedisStore {
             .map_or(0, |q| q.as_millis().max(1))
             .to_string();
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 floor_key: format!("{{{}}}:floor", config.namespace),
                 channel: channel(&config.namespace),
                 quarantine_ms,
@@ -167,6 +214,18 @@ impl RedisStore {
                 connection,
                 scripts,
                 notifier,
+                claims: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
+                send_claims: batch_sender(
+                    inner,
+                    |store, batch| Box::pin(async move { store.claim_batch(batch).await }),
+                    |request| Err(store_dropped(Op::Claim, &request.key)),
+                ),
+                releases: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
+                send_releases: batch_sender(
+                    inner,
+                    |store, batch| Box::pin(async move { store.release_batch(batch).await }),
+                    |request| Err(store_dropped(Op::Release, &request.key)),
+                ),
             }),
         })
     }
@@ -330,6 +389,12 @@ impl RedisStore {
             .map(Reply)
     }
 
+    /// Claims and releases sent so far, and the script calls that carried
+    /// them: concurrent calls share one (see the crate docs).
+    pub fn batch_stats(&self) -> (BatchStats, BatchStats) {
+        (self.inner.claims.stats(), self.inner.releases.stats())
+    }
+
     async fn claim_or_reclaim(
         &self,
         key: &LeaseKey,
@@ -343,31 +408,30 @@ impl RedisStore {
             Op::Claim
         };
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
-        let ttl_ms = ttl.as_millis().to_string();
-        let mut args: Vec<&[u8]> = vec![
-            holder.id().as_bytes(),
-            holder.incarnation().as_bytes(),
-            ttl_ms.as_bytes(),
-            self.inner.quarantine_ms.as_bytes(),
-        ];
-        let observed_token = observed.map(|o| o.token.0.to_string());
-        if let (Some(o), Some(token)) = (observed, &observed_token) {
-            args.extend([
-                o.holder.id().as_bytes(),
-                o.holder.incarnation().as_bytes(),
-                token.as_bytes(),
-            ]);
-        }
+        let request = ClaimRequest {
+            key: key.clone(),
+            holder: holder.clone(),
+            ttl_ms: ttl.as_millis().to_string(),
+            observed: observed.cloned(),
+        };
+        // Before the request joins a batch: the holder's deadline counts
+        // from no later than the script ran.
         let sent = Instant::now();
-        let reply = self
-            .script(
-                op,
-                key,
-                &self.inner.scripts.claim,
-                &[&self.record_key(key), &self.inner.floor_key],
-                &args,
-            )
-            .await?;
+        let reply = match observed {
+            // Reclaims are rare: each goes alone.
+            Some(_) => self.claim_batch(vec![request]).await.pop(),
+            None => {
+                with_timeout(op, key, self.inner.config.call_timeout, async {
+                    Ok(self
+                        .inner
+                        .claims
+                        .call(request, &self.inner.send_claims)
+                        .await)
+                })
+                .await?
+            }
+        };
+        let reply = reply.unwrap_or_else(|| Err(abandoned(op, key)))?;
         let parsed = match reply.tag() {
             b"acquired" => reply.number(1).and_then(|token| {
                 let fence = Fence {
@@ -387,6 +451,81 @@ impl RedisStore {
             _ => Err(format!("unexpected reply {}", reply.describe())),
         };
         parsed.map_err(|why| malformed(op, key, why))
+    }
+
+    /// One claim script call for a batch of claims (or one reclaim): one
+    /// reply each, in order.
+    async fn claim_batch(&self, batch: Vec<ClaimRequest>) -> Vec<Result<Reply, LeaseError>> {
+        let Some(first) = batch.first() else {
+            return Vec::new();
+        };
+        let op = if first.observed.is_some() {
+            Op::Reclaim
+        } else {
+            Op::Claim
+        };
+        let mut keys = Vec::with_capacity(batch.len() + 1);
+        keys.push(self.inner.floor_key.clone());
+        keys.extend(batch.iter().map(|r| self.record_key(&r.key)));
+        let tokens: Vec<String> = batch
+            .iter()
+            .map(|r| {
+                r.observed
+                    .as_ref()
+                    .map_or(String::new(), |o| o.token.0.to_string())
+            })
+            .collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 6 * batch.len());
+        args.push(self.inner.quarantine_ms.as_bytes());
+        for (request, token) in batch.iter().zip(&tokens) {
+            let (id, incarnation) = request
+                .observed
+                .as_ref()
+                .map_or(("", ""), |o| (o.holder.id(), o.holder.incarnation()));
+            args.extend([
+                request.holder.id().as_bytes(),
+                request.holder.incarnation().as_bytes(),
+                request.ttl_ms.as_bytes(),
+                id.as_bytes(),
+                incarnation.as_bytes(),
+                token.as_bytes(),
+            ]);
+        }
+        let replies = self
+            .run::<Vec<Vec<Vec<u8>>>>(op, &first.key, &self.inner.scripts.claim, &keys, &args)
+            .await;
+
+        answer_each(op, &batch, |r| &r.key, replies, |_, reply| Ok(Reply(reply)))
+    }
+
+    /// One release script call for a batch of releases: one answer each,
+    /// in order.
+    async fn release_batch(&self, batch: Vec<ReleaseRequest>) -> Vec<Result<bool, LeaseError>> {
+        let Some(first) = batch.first() else {
+            return Vec::new();
+        };
+        let keys: Vec<String> = batch.iter().map(|r| self.record_key(&r.key)).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 2 * batch.len());
+        args.push(self.inner.channel.as_bytes());
+        for request in &batch {
+            args.extend([request.own.as_bytes(), request.key.as_str().as_bytes()]);
+        }
+        let replies = self
+            .run::<Vec<i64>>(
+                Op::Release,
+                &first.key,
+                &self.inner.scripts.release,
+                &keys,
+                &args,
+            )
+            .await;
+        answer_each(
+            Op::Release,
+            &batch,
+            |r| &r.key,
+            replies,
+            |_, released| Ok(released == 1),
+        )
     }
 
     /// The current record after a refusal: `held` or `free`.
@@ -461,27 +600,13 @@ impl RedisStore {
                 &args,
             )
             .await;
-        match replies {
-            Ok(replies) if replies.len() == batch.len() => batch
-                .iter()
-                .zip(replies)
-                .map(|((_, fence, ttl), reply)| self.renewed(fence, *ttl, sent, reply))
-                .collect(),
-            Ok(replies) => batch
-                .iter()
-                .map(|(_, fence, _)| {
-                    Err(malformed(
-                        Op::Renew,
-                        &fence.key,
-                        format!("{} replies to a batch of {}", replies.len(), batch.len()),
-                    ))
-                })
-                .collect(),
-            Err(error) => batch
-                .iter()
-                .map(|(_, fence, _)| Err(error.for_key(&fence.key)))
-                .collect(),
-        }
+        answer_each(
+            Op::Renew,
+            batch,
+            |(_, f, _)| &f.key,
+            replies,
+            |(_, fence, ttl), reply| self.renewed(fence, *ttl, sent, reply),
+        )
     }
 
     fn fence_args(fence: &Fence) -> [Vec<u8>; 3] {
@@ -584,6 +709,46 @@ pub(crate) fn redis_error(
         return LeaseError::backend(BACKEND, op, key, false, source);
     }
     LeaseError::backend(BACKEND, op, key, indeterminate, error)
+}
+
+/// One answer per request of a batch from the script's replies: the
+/// batch's failure, told of each key, when the call failed.
+fn answer_each<Req, T, R>(
+    op: Op,
+    batch: &[Req],
+    key: impl Fn(&Req) -> &LeaseKey,
+    replies: Result<Vec<T>, LeaseError>,
+    each: impl Fn(&Req, T) -> Result<R, LeaseError>,
+) -> Vec<Result<R, LeaseError>> {
+    match replies {
+        Ok(replies) if replies.len() == batch.len() => batch
+            .iter()
+            .zip(replies)
+            .map(|(request, reply)| each(request, reply))
+            .collect(),
+        Ok(replies) => batch
+            .iter()
+            .map(|r| {
+                Err(malformed(
+                    op,
+                    key(r),
+                    format!("{} replies to a batch of {}", replies.len(), batch.len()),
+                ))
+            })
+            .collect(),
+        Err(error) => batch.iter().map(|r| Err(error.for_key(key(r)))).collect(),
+    }
+}
+
+/// A call whose batch was abandoned before it answered: it may have run.
+fn abandoned(op: Op, key: &LeaseKey) -> LeaseError {
+    LeaseError::backend(
+        BACKEND,
+        op,
+        key,
+        op.is_mutating(),
+        "the call's batch was abandoned before it answered",
+    )
 }
 
 pub(crate) fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
@@ -698,22 +863,19 @@ impl LeaseStore for RedisStore {
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
         let key = &fence.key;
-        let own = fence_record(fence);
-        let args: [&[u8]; 3] = [
-            own.as_bytes(),
-            self.inner.channel.as_bytes(),
-            key.as_str().as_bytes(),
-        ];
-        let released: i64 = self
-            .run(
-                Op::Release,
-                key,
-                &self.inner.scripts.release,
-                &[self.record_key(key)],
-                &args,
-            )
-            .await?;
-        Ok(released == 1)
+        let request = ReleaseRequest {
+            key: key.clone(),
+            own: fence_record(fence),
+        };
+        with_timeout(Op::Release, key, self.inner.config.call_timeout, async {
+            Ok(self
+                .inner
+                .releases
+                .call(request, &self.inner.send_releases)
+                .await)
+        })
+        .await?
+        .unwrap_or_else(|| Err(abandoned(Op::Release, key)))
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {

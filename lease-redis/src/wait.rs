@@ -107,8 +107,12 @@ async fn run(
             subscribed.send_replace(true);
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
-                if let Ok(key) = message.get_payload::<String>() {
-                    let _ = released.send(key);
+                // One message names every key a release batch freed,
+                // newline-separated.
+                if let Ok(keys) = message.get_payload::<String>() {
+                    for key in keys.split('\n') {
+                        let _ = released.send(key.to_owned());
+                    }
                 }
             }
             Err::<(), _>("subscription closed".to_owned())

@@ -202,6 +202,7 @@ async fn redis() {
     let store = RedisStore::connect(RedisConfig::new(&url))
         .await
         .expect("redis");
+    let counted = store.clone();
     let client = redis::Client::open(url.as_str()).expect("url");
     let connection = client
         .get_multiplexed_async_connection()
@@ -241,27 +242,32 @@ async fn redis() {
             let (mut connection, scripts) = (connection.clone(), scripts.clone());
             Box::pin(async move {
                 let k = format!("{{bare}}:lease:bench/{n}");
-                let reply: Vec<String> = scripts
+                let mut replies: Vec<Vec<String>> = scripts
                     .0
-                    .key(&k)
                     .key("{bare}:floor")
+                    .key(&k)
+                    .arg(0)
                     .arg("bench")
                     .arg("1")
                     .arg(TTL.as_millis() as u64)
-                    .arg(0)
+                    .arg("")
+                    .arg("")
+                    .arg("")
                     .invoke_async(&mut connection)
                     .await
                     .expect("claim script");
+                let reply = replies.pop().expect("a reply");
                 assert_eq!(reply[0], "acquired", "{k} is taken");
-                let released: i64 = scripts
+                let released: Vec<i64> = scripts
                     .1
                     .key(&k)
-                    .arg(format!("v3\nbench\n1\n{}", reply[1]))
                     .arg("{bare}:released")
+                    .arg(format!("v3\nbench\n1\n{}", reply[1]))
                     .arg(&k)
                     .invoke_async(&mut connection)
                     .await
                     .expect("release script");
+                let released = released[0];
                 assert_eq!(released, 1, "{k} was not released");
             })
         })
@@ -340,6 +346,11 @@ async fn redis() {
     ];
     killed_holder("redis", &url).await;
     compare("redis", &contenders, cpu).await;
+    let (claims, releases) = counted.batch_stats();
+    println!(
+        "lease-redis over the whole run: {} claims in {} script calls, {} releases in {}",
+        claims.calls, claims.batches, releases.calls, releases.batches
+    );
     server.stop().await;
 }
 
