@@ -27,7 +27,7 @@
 //! shuts down leaves its callers with `None`, and the batcher goes on.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
@@ -35,6 +35,26 @@ use tokio::sync::oneshot;
 /// Sends one batch: one answer per request, in order.
 pub type SendBatch<Req, Resp> =
     Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Vec<Resp>> + Send + Sync>;
+
+/// A [`SendBatch`] for a batcher that `owner` keeps: it holds `owner`
+/// weakly (so the owner and its batcher are dropped together) and answers
+/// each request with `gone` once the owner is dropped.
+pub fn weak_sender<T, Req, Resp>(
+    owner: &Weak<T>,
+    send: fn(Arc<T>, Vec<Req>) -> BoxFuture<'static, Vec<Resp>>,
+    gone: fn(&Req) -> Resp,
+) -> SendBatch<Req, Resp>
+where
+    T: Send + Sync + 'static,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let owner = owner.clone();
+    Arc::new(move |batch| match owner.upgrade() {
+        Some(owner) => send(owner, batch),
+        None => Box::pin(std::future::ready(batch.iter().map(gone).collect())),
+    })
+}
 
 /// Coalesces concurrent calls into batches (see the [module docs](self)).
 pub struct Batcher<Req, Resp> {

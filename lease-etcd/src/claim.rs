@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnResponse};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use lease_core::{Claim, Fence, Grant, Holder, LeaseError, LeaseKey, Op};
 use tokio::time::Instant;
 
@@ -12,6 +12,23 @@ use crate::store::{BACKEND, EtcdStore, etcd_error, fence_of};
 
 /// Takeovers race other claimers; give up after this many rounds.
 const ROUNDS: usize = 4;
+
+/// A claim on its way into a batch (its first round).
+pub(crate) struct CreateRequest {
+    pub key: LeaseKey,
+    pub holder: Holder,
+    pub ttl: Duration,
+    pub sent: Instant,
+}
+
+/// What a claim's first round found: the fresh grant, or what holds the key.
+pub(crate) type Created = Result<Result<Grant, Found>, LeaseError>;
+
+/// `items`, padded with `None` to `len`.
+fn pad<T>(mut items: Vec<Option<T>>, len: usize) -> Vec<Option<T>> {
+    items.resize_with(len.max(items.len()), || None);
+    items
+}
 
 /// How a transaction that puts a key on a lease ended.
 enum Attached {
@@ -47,6 +64,19 @@ impl EtcdStore {
             Err(error) => return Err(etcd_error(op, key, error)),
             Ok(response) => response,
         };
+        self.settle(op, key, lease, response, refreshed)
+    }
+
+    /// What a transaction that put a key on `lease` (answered `response`)
+    /// and the keep-alive sent alongside it, if any, mean together.
+    fn settle(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        lease: Lease,
+        response: TxnResponse,
+        refreshed: Option<Result<Instant, LeaseFailure>>,
+    ) -> Result<Attached, LeaseError> {
         match refreshed {
             None | Some(Ok(_)) => Ok(Attached::Answered(response)),
             // Expired after the put: whatever it carried is gone with it.
@@ -64,7 +94,53 @@ impl EtcdStore {
         }
     }
 
+    /// The create-if-absent transaction of `key` for `holder` on `lease`:
+    /// the key put when absent, else read.
+    fn create_txn(&self, etcd_key: &str, holder: &Holder, ttl: Duration, lease: Lease) -> Txn {
+        Txn::new()
+            .when([Compare::create_revision(etcd_key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                etcd_key,
+                record::encode(holder, ttl),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(etcd_key, None)])
+    }
+
+    /// What a create transaction's answer means: the fresh grant, or what
+    /// holds the key; `None` when the lease was gone and nothing was put.
+    #[allow(clippy::too_many_arguments)]
+    fn created(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        sent: Instant,
+        lease: Lease,
+        attached: Attached,
+        revision: Option<i64>,
+    ) -> Option<Result<Result<Grant, Found>, LeaseError>> {
+        let response = match attached {
+            Attached::LeaseGone => return None,
+            Attached::Answered(response) => response,
+        };
+        let leases = &self.inner.leases;
+        if !response.succeeded() {
+            leases.unused(lease);
+            return Some(Ok(Err(Found::from_response(&response))));
+        }
+        let revision = match revision.map_or_else(|| revision_in(op, key, &response), Ok) {
+            Ok(revision) => revision,
+            Err(error) => return Some(Err(error)),
+        };
+        leases.attached(lease.id, &self.record_key(key), revision, holder);
+        let grant = Grant::new(fence_of(key, holder, revision), ttl, sent, true);
+        Some(Ok(Ok(grant)))
+    }
+
     /// Creates the key if absent: a fresh grant. Else reads what is there.
+    /// `first` is a lease taken for it already, tried first.
     async fn create(
         &self,
         op: Op,
@@ -72,38 +148,23 @@ impl EtcdStore {
         holder: &Holder,
         ttl: Duration,
         sent: Instant,
+        mut first: Option<Lease>,
     ) -> Result<Result<Grant, Found>, LeaseError> {
         let etcd_key = self.record_key(key);
         let leases = &self.inner.leases;
         for _ in 0..ROUNDS {
-            let lease = leases
-                .take(lease_ttl_secs(ttl))
-                .await
-                .map_err(|failure| self.lease_error(op, key, ttl, failure))?;
-            let txn = Txn::new()
-                .when([Compare::create_revision(
-                    etcd_key.as_str(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then([TxnOp::put(
-                    etcd_key.as_str(),
-                    record::encode(holder, ttl),
-                    Some(PutOptions::new().with_lease(lease.id)),
-                )])
-                .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-            let response = match self.attach(op, key, txn, lease, sent).await? {
-                Attached::LeaseGone => continue,
-                Attached::Answered(response) => response,
+            let lease = match first.take() {
+                Some(lease) => lease,
+                None => leases
+                    .take(lease_ttl_secs(ttl))
+                    .await
+                    .map_err(|failure| self.lease_error(op, key, ttl, failure))?,
             };
-            if !response.succeeded() {
-                leases.unused(lease);
-                return Ok(Err(Found::from_response(&response)));
+            let txn = self.create_txn(&etcd_key, holder, ttl, lease);
+            let attached = self.attach(op, key, txn, lease, sent).await?;
+            if let Some(outcome) = self.created(op, key, holder, ttl, sent, lease, attached, None) {
+                return outcome;
             }
-            let revision = revision_in(op, key, &response)?;
-            leases.attached(lease.id, &etcd_key, revision, holder);
-            let grant = Grant::new(fence_of(key, holder, revision), ttl, sent, true);
-            return Ok(Ok(grant));
         }
         Err(LeaseError::backend(
             BACKEND,
@@ -112,6 +173,160 @@ impl EtcdStore {
             false,
             "etcd kept expiring the leases offered to the claim; try again",
         ))
+    }
+
+    /// The first round of a batch of claims: each key created if absent,
+    /// in one transaction of one create transaction per claim (one raft
+    /// write for the batch), each on a pool lease of its own. Claims of a
+    /// key already in the batch go after it, one by one: etcd refuses a
+    /// transaction that writes a key twice. When etcd finds one of the
+    /// leases gone it refuses the whole transaction, and each claim goes
+    /// again alone.
+    pub(crate) async fn create_batch(&self, batch: Vec<CreateRequest>) -> Vec<Created> {
+        if let [one] = batch.as_slice() {
+            let CreateRequest {
+                key,
+                holder,
+                ttl,
+                sent,
+            } = one;
+            return vec![self.create(Op::Claim, key, holder, *ttl, *sent, None).await];
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (together, after): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .enumerate()
+            .partition(|(_, r)| seen.insert(&r.key));
+        let mut outcomes: Vec<Option<Created>> = batch.iter().map(|_| None).collect();
+        let created = self
+            .create_together(together.iter().map(|(_, r)| *r).collect())
+            .await;
+        for ((i, _), outcome) in together.iter().zip(created) {
+            outcomes[*i] = Some(outcome);
+        }
+        for (i, r) in after {
+            outcomes[i] = Some(
+                self.create(Op::Claim, &r.key, &r.holder, r.ttl, r.sent, None)
+                    .await,
+            );
+        }
+        outcomes.into_iter().flatten().collect()
+    }
+
+    /// [`EtcdStore::create_batch`] for claims of distinct keys.
+    async fn create_together(&self, batch: Vec<&CreateRequest>) -> Vec<Created> {
+        let op = Op::Claim;
+        let leases = &self.inner.leases;
+        let taken =
+            futures::future::join_all(batch.iter().map(|r| leases.take(lease_ttl_secs(r.ttl))))
+                .await;
+        let mut outcomes: Vec<Option<Created>> = batch.iter().map(|_| None).collect();
+        let mut sent_with = Vec::new();
+        let mut txns = Vec::new();
+        for (i, (r, lease)) in batch.iter().zip(taken).enumerate() {
+            match lease {
+                Ok(lease) => {
+                    txns.push(TxnOp::txn(self.create_txn(
+                        &self.record_key(&r.key),
+                        &r.holder,
+                        r.ttl,
+                        lease,
+                    )));
+                    sent_with.push((i, lease));
+                }
+                Err(failure) => {
+                    outcomes[i] = Some(Err(self.lease_error(op, &r.key, r.ttl, failure)))
+                }
+            }
+        }
+        if let Some(&(first, _)) = sent_with.first() {
+            let refreshes = sent_with.iter().map(|&(i, lease)| {
+                let sent = batch[i].sent;
+                async move {
+                    if lease.fresh_at(sent) {
+                        None
+                    } else {
+                        Some(leases.refresh(lease.id).await)
+                    }
+                }
+            });
+            let (answer, refreshed) = tokio::join!(
+                self.txn_raw(op, &batch[first].key, Txn::new().and_then(txns)),
+                futures::future::join_all(refreshes)
+            );
+            let answered = match answer {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) if is_lease_not_found(&error) => Err(None),
+                Ok(Err(error)) => Err(Some(etcd_error(op, &batch[first].key, error))),
+                Err(error) => Err(Some(error)),
+            };
+            match answered {
+                Ok(response) => {
+                    let revision = response.header().map(|h| h.revision()).filter(|r| *r > 0);
+                    let inner = response.op_responses().into_iter().map(|r| match r {
+                        TxnOpResponse::Txn(inner) => Some(inner),
+                        _ => None,
+                    });
+                    let inner: Vec<_> = inner.collect();
+                    for (((i, lease), refreshed), inner) in sent_with
+                        .iter()
+                        .zip(refreshed)
+                        .zip(pad(inner, sent_with.len()))
+                    {
+                        let r = batch[*i];
+                        let outcome = match (inner, revision) {
+                            (Some(inner), Some(revision)) => {
+                                match self.settle(op, &r.key, *lease, inner, refreshed) {
+                                    Ok(attached) => self.created(
+                                        op,
+                                        &r.key,
+                                        &r.holder,
+                                        r.ttl,
+                                        r.sent,
+                                        *lease,
+                                        attached,
+                                        Some(revision),
+                                    ),
+                                    Err(error) => Some(Err(error)),
+                                }
+                            }
+                            _ => Some(Err(LeaseError::backend(
+                                BACKEND,
+                                op,
+                                &r.key,
+                                true,
+                                "the batch's reply lacks this claim's answer or revision",
+                            ))),
+                        };
+                        outcomes[*i] = match outcome {
+                            Some(outcome) => Some(outcome),
+                            // Its lease expired: alone again, on another.
+                            None => Some(
+                                self.create(op, &r.key, &r.holder, r.ttl, r.sent, None)
+                                    .await,
+                            ),
+                        };
+                    }
+                }
+                // Some lease was gone, nothing was written: each alone,
+                // its own lease tried first.
+                Err(None) => {
+                    for (i, lease) in &sent_with {
+                        let r = batch[*i];
+                        outcomes[*i] = Some(
+                            self.create(op, &r.key, &r.holder, r.ttl, r.sent, Some(*lease))
+                                .await,
+                        );
+                    }
+                }
+                Err(Some(error)) => {
+                    for (i, _) in &sent_with {
+                        outcomes[*i] = Some(Err(error.for_key(&batch[*i].key)));
+                    }
+                }
+            }
+        }
+        outcomes.into_iter().flatten().collect()
     }
 
     /// Extends `holder`'s grant created at `revision` by `ttl` from `sent`,
@@ -224,8 +439,15 @@ impl EtcdStore {
         // The deadline counts from the caller's request, even when a
         // takeover needs more rounds: the holder may stop early, never late.
         let sent = Instant::now();
-        for _ in 0..ROUNDS {
-            let found = match self.create(op, key, holder, ttl, sent).await? {
+        for round in 0..ROUNDS {
+            // A claim's first round shares a transaction with the claims
+            // made beside it.
+            let created = if round == 0 && op == Op::Claim {
+                self.create_shared(key, holder, ttl, sent).await
+            } else {
+                self.create(op, key, holder, ttl, sent, None).await
+            };
+            let found = match created? {
                 Ok(grant) => return Ok(Claim::Acquired(grant)),
                 Err(found) => found,
             };

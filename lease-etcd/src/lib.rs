@@ -33,6 +33,27 @@
 //!   its key; one whose fate is unknown (lost reply, dropped future) is left
 //!   to expire. Idle leases are refreshed while their TTL is claimed and
 //!   revoked 3 s after it stops being; the pool holds at most 256.
+//! - **Concurrent claims and releases share transactions.** Claims made
+//!   while other claims are under way go out together (through
+//!   [`lease_core::Batcher`]): one transaction holding one create-if-absent
+//!   transaction per claim, each on a pool lease of its own — one raft
+//!   write and one revision for the batch instead of one each (up to
+//!   [`CALL_BATCH`] claims a transaction, [`CALLS_IN_FLIGHT`] transactions
+//!   under way). A claim made while nothing else is under way goes alone,
+//!   as before. etcd evaluates every compare of a transaction before it
+//!   writes, and refuses a transaction that writes one key twice, so claims
+//!   of a key already in the batch go after it, each alone, and see what it
+//!   did. When etcd finds one of the batch's leases gone it refuses the
+//!   whole transaction (nothing is written) and each claim goes again
+//!   alone. Claims that shared a transaction get the same revision, so the
+//!   same token, on their different keys: tokens order the grants of one
+//!   key, which is what fencing needs. Releases of grants this store made
+//!   are batched the same way (a release per key a transaction). Only the
+//!   first round of a claim is shared; takeovers and renewals go alone.
+//!   Each RPC keeps its own time limit; a claim waiting for a place in a
+//!   transaction waits at most until one under way ends. Measured at 64
+//!   tasks: etcd CPU per claim + release falls from about 270 µs to under
+//!   90 µs (README, "Performance").
 //! - **Renewal is no raft write.** A renewal with the granted TTL is a
 //!   linearizable read (the key is still this grant's, and which lease it
 //!   hangs on) and one keep-alive of that lease: two RPCs, no raft
@@ -101,4 +122,4 @@ mod store;
 mod wait;
 
 pub use config::EtcdConfig;
-pub use store::{EtcdStore, LeaseCounts};
+pub use store::{CALL_BATCH, CALLS_IN_FLIGHT, EtcdStore, LeaseCounts};

@@ -10,13 +10,14 @@ use etcd_client::{
     TxnOpResponse, TxnResponse,
 };
 use lease_core::{
-    Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
-    LeaseStore, Listed, Op, Page, with_timeout,
+    BatchStats, Batcher, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey,
+    LeaseRecord, LeaseStore, Listed, Op, Page, SendBatch, weak_sender, with_timeout,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::EtcdConfig;
+use crate::claim::{CreateRequest, Created};
 use crate::leases::{LeaseFailure, Leases, MARGIN};
 use crate::record::{self, Found, Held, holds, revision_of, token_of};
 
@@ -37,6 +38,44 @@ pub(crate) struct Inner {
     pub kv: KvClient,
     pub leases: Leases,
     stop: CancellationToken,
+    /// Concurrent claims' first rounds, coalesced into transactions.
+    claims: Batcher<CreateRequest, Created>,
+    send_claims: SendBatch<CreateRequest, Created>,
+    /// Concurrent releases of grants this store made, coalesced likewise.
+    releases: Batcher<ReleaseRequest, Result<bool, LeaseError>>,
+    send_releases: SendBatch<ReleaseRequest, Result<bool, LeaseError>>,
+}
+
+/// Claims (or releases) one transaction carries at most: etcd's default
+/// limit of operations per transaction.
+pub const CALL_BATCH: usize = MAX_TXN_OPS;
+
+/// Claim (or release) transactions under way at once, per store; calls
+/// made beyond that wait for one to end and go out together.
+pub const CALLS_IN_FLIGHT: usize = 16;
+
+/// A release of a grant this store made: it is the grant's own lease that
+/// the transaction compares.
+pub(crate) struct ReleaseRequest {
+    key: LeaseKey,
+    etcd_key: String,
+    lease: i64,
+}
+
+/// The answer for a call whose store was dropped before it was sent.
+fn store_dropped(op: Op, key: &LeaseKey) -> LeaseError {
+    LeaseError::backend(BACKEND, op, key, false, "the store was dropped")
+}
+
+/// A call whose batch was abandoned before it answered: it may have run.
+fn abandoned(op: Op, key: &LeaseKey) -> LeaseError {
+    LeaseError::backend(
+        BACKEND,
+        op,
+        key,
+        true,
+        "the call's batch was abandoned before it answered",
+    )
 }
 
 impl Drop for Inner {
@@ -122,12 +161,28 @@ impl EtcdStore {
         .map_err(|e| connect_error(Box::new(e)))?;
         let stop = CancellationToken::new();
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 leases: Leases::new(client.lease_client(), config.call_timeout, stop.clone()),
                 kv: client.kv_client(),
                 client,
                 config,
                 stop,
+                claims: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
+                send_claims: weak_sender(
+                    inner,
+                    |inner, batch| {
+                        Box::pin(async move { EtcdStore { inner }.create_batch(batch).await })
+                    },
+                    |request| Err(store_dropped(Op::Claim, &request.key)),
+                ),
+                releases: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
+                send_releases: weak_sender(
+                    inner,
+                    |inner, batch| {
+                        Box::pin(async move { EtcdStore { inner }.release_batch(batch).await })
+                    },
+                    |request| Err(store_dropped(Op::Release, &request.key)),
+                ),
             }),
         })
     }
@@ -166,6 +221,114 @@ impl EtcdStore {
             leases_revoked: revoked,
             keep_alives,
         }
+    }
+
+    /// Claims and releases sent so far through shared transactions, and
+    /// the transactions that carried them (see the crate docs).
+    pub fn batch_stats(&self) -> (BatchStats, BatchStats) {
+        (self.inner.claims.stats(), self.inner.releases.stats())
+    }
+
+    /// A claim's first round, in a transaction shared with the claims made
+    /// beside it.
+    pub(crate) async fn create_shared(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+        sent: Instant,
+    ) -> Created {
+        let request = CreateRequest {
+            key: key.clone(),
+            holder: holder.clone(),
+            ttl,
+            sent,
+        };
+        // Each RPC of the round has its time limit; waiting for a place in
+        // a transaction lasts at most until one under way ends.
+        self.inner
+            .claims
+            .call(request, &self.inner.send_claims)
+            .await
+            .unwrap_or_else(|| Err(abandoned(Op::Claim, key)))
+    }
+
+    /// One transaction of releases of distinct keys, each deleting its key
+    /// if it still hangs on the grant's lease (one raft write for the
+    /// batch); releases of a key already in the batch go after it, alone.
+    async fn release_batch(&self, batch: Vec<ReleaseRequest>) -> Vec<Result<bool, LeaseError>> {
+        let delete = |r: &ReleaseRequest| {
+            Txn::new()
+                .when([Compare::lease(
+                    r.etcd_key.as_str(),
+                    CompareOp::Equal,
+                    r.lease,
+                )])
+                .and_then([TxnOp::delete(r.etcd_key.as_str(), None)])
+        };
+        let mut seen = std::collections::HashSet::new();
+        let (together, after): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .enumerate()
+            .partition(|(_, r)| seen.insert(&r.etcd_key));
+        let mut outcomes: Vec<Option<Result<bool, LeaseError>>> =
+            batch.iter().map(|_| None).collect();
+        let answer = match together.as_slice() {
+            [(_, one)] => self
+                .txn(Op::Release, &one.key, delete(one))
+                .await
+                .map(|response| vec![Some(response.succeeded())]),
+            [(_, first), ..] => {
+                let txn = Txn::new().and_then(
+                    together
+                        .iter()
+                        .map(|(_, r)| TxnOp::txn(delete(r)))
+                        .collect::<Vec<_>>(),
+                );
+                self.txn(Op::Release, &first.key, txn)
+                    .await
+                    .map(|response| {
+                        response
+                            .op_responses()
+                            .into_iter()
+                            .map(|r| match r {
+                                TxnOpResponse::Txn(inner) => Some(inner.succeeded()),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+            }
+            [] => Ok(Vec::new()),
+        };
+        match answer {
+            Ok(answers) => {
+                let mut answers = answers.into_iter();
+                for (i, r) in &together {
+                    outcomes[*i] = Some(answers.next().flatten().ok_or_else(|| {
+                        LeaseError::backend(
+                            BACKEND,
+                            Op::Release,
+                            &r.key,
+                            true,
+                            "the batch's reply lacks this release's answer",
+                        )
+                    }));
+                }
+            }
+            Err(error) => {
+                for (i, r) in &together {
+                    outcomes[*i] = Some(Err(error.for_key(&r.key)));
+                }
+            }
+        }
+        for (i, r) in after {
+            outcomes[i] = Some(
+                self.txn(Op::Release, &r.key, delete(r))
+                    .await
+                    .map(|t| t.succeeded()),
+            );
+        }
+        outcomes.into_iter().flatten().collect()
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {
@@ -450,11 +613,23 @@ impl LeaseStore for EtcdStore {
         // own, which carries no other grant until this store saw that one
         // released: the key on that lease *is* the grant. One compare, no
         // holder compare, no read back.
+        // Releases made beside it share its transaction.
         if let Some(lease) = leases.lease_of(&etcd_key, revision, &fence.holder) {
-            let txn = Txn::new()
-                .when([Compare::lease(etcd_key.as_str(), CompareOp::Equal, lease)])
-                .and_then([TxnOp::delete(etcd_key.as_str(), None)]);
-            if self.txn(Op::Release, key, txn).await?.succeeded() {
+            let request = ReleaseRequest {
+                key: key.clone(),
+                etcd_key: etcd_key.clone(),
+                lease,
+            };
+            let released = with_timeout(Op::Release, key, self.call_timeout(), async {
+                Ok(self
+                    .inner
+                    .releases
+                    .call(request, &self.inner.send_releases)
+                    .await)
+            })
+            .await?
+            .unwrap_or_else(|| Err(abandoned(Op::Release, key)))?;
+            if released {
                 leases.released(lease);
                 return Ok(true);
             }

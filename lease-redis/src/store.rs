@@ -1,13 +1,13 @@
 //! The store: each trait method is one script call.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{
     BatchStats, Batcher, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore, Listed, Op, Page, SendBatch, with_timeout,
+    LeaseRecord, LeaseStore, Listed, Op, Page, SendBatch, weak_sender, with_timeout,
 };
 use redis::aio::ConnectionManagerConfig;
 use redis::{FromRedisValue, Script};
@@ -83,19 +83,6 @@ pub(crate) struct Inner {
     /// Concurrent releases coalesced into release script calls.
     releases: Batcher<ReleaseRequest, Result<bool, LeaseError>>,
     send_releases: SendBatch<ReleaseRequest, Result<bool, LeaseError>>,
-}
-
-/// A batch's sender holds the store weakly: the store owns its batchers.
-fn batch_sender<Req: Send + 'static, Resp: Send + 'static>(
-    inner: &Weak<Inner>,
-    send: fn(RedisStore, Vec<Req>) -> futures::future::BoxFuture<'static, Vec<Resp>>,
-    gone: fn(&Req) -> Resp,
-) -> SendBatch<Req, Resp> {
-    let inner = inner.clone();
-    Arc::new(move |batch| match inner.upgrade() {
-        Some(inner) => send(RedisStore { inner }, batch),
-        None => Box::pin(std::future::ready(batch.iter().map(gone).collect())),
-    })
 }
 
 /// The answer for a call whose store was dropped before it was sent.
@@ -215,15 +202,19 @@ impl RedisStore {
                 scripts,
                 notifier,
                 claims: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
-                send_claims: batch_sender(
+                send_claims: weak_sender(
                     inner,
-                    |store, batch| Box::pin(async move { store.claim_batch(batch).await }),
+                    |inner, batch| {
+                        Box::pin(async move { RedisStore { inner }.claim_batch(batch).await })
+                    },
                     |request| Err(store_dropped(Op::Claim, &request.key)),
                 ),
                 releases: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
-                send_releases: batch_sender(
+                send_releases: weak_sender(
                     inner,
-                    |store, batch| Box::pin(async move { store.release_batch(batch).await }),
+                    |inner, batch| {
+                        Box::pin(async move { RedisStore { inner }.release_batch(batch).await })
+                    },
                     |request| Err(store_dropped(Op::Release, &request.key)),
                 ),
             }),
