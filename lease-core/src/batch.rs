@@ -36,24 +36,44 @@ use tokio::sync::oneshot;
 pub type SendBatch<Req, Resp> =
     Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Vec<Resp>> + Send + Sync>;
 
-/// A [`SendBatch`] for a batcher that `owner` keeps: it holds `owner`
-/// weakly (so the owner and its batcher are dropped together) and answers
-/// each request with `gone` once the owner is dropped.
-pub fn weak_sender<T, Req, Resp>(
-    owner: &Weak<T>,
-    send: fn(Arc<T>, Vec<Req>) -> BoxFuture<'static, Vec<Resp>>,
-    gone: fn(&Req) -> Resp,
-) -> SendBatch<Req, Resp>
-where
-    T: Send + Sync + 'static,
-    Req: Send + 'static,
-    Resp: Send + 'static,
-{
-    let owner = owner.clone();
-    Arc::new(move |batch| match owner.upgrade() {
-        Some(owner) => send(owner, batch),
-        None => Box::pin(std::future::ready(batch.iter().map(gone).collect())),
-    })
+/// A [`Batcher`] with the [`SendBatch`] its batches go through: what a
+/// store keeps for each kind of call it shares. The sender holds the store
+/// weakly, so the store and its batchers are dropped together.
+pub struct BatchedCalls<Req, Resp> {
+    batcher: Batcher<Req, Resp>,
+    send: SendBatch<Req, Resp>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> BatchedCalls<Req, Resp> {
+    /// Calls of one kind for `owner`, sent by `send` (`owner` and a batch);
+    /// once `owner` is dropped each is answered with `gone`. At most
+    /// `max_batch` calls a batch, `max_in_flight` batches under way.
+    pub fn new<T: Send + Sync + 'static>(
+        owner: &Weak<T>,
+        max_batch: usize,
+        max_in_flight: usize,
+        send: fn(Arc<T>, Vec<Req>) -> BoxFuture<'static, Vec<Resp>>,
+        gone: fn(&Req) -> Resp,
+    ) -> Self {
+        let owner = owner.clone();
+        Self {
+            batcher: Batcher::new(max_batch, max_in_flight),
+            send: Arc::new(move |batch| match owner.upgrade() {
+                Some(owner) => send(owner, batch),
+                None => Box::pin(std::future::ready(batch.iter().map(gone).collect())),
+            }),
+        }
+    }
+
+    /// [`Batcher::call`] through this sender.
+    pub async fn call(&self, request: Req) -> Option<Resp> {
+        self.batcher.call(request, &self.send).await
+    }
+
+    /// [`Batcher::stats`].
+    pub fn stats(&self) -> BatchStats {
+        self.batcher.stats()
+    }
 }
 
 /// Coalesces concurrent calls into batches (see the [module docs](self)).

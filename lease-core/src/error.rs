@@ -284,6 +284,24 @@ impl LeaseError {
         }
     }
 
+    /// A call that shared a batch abandoned before it answered (see
+    /// [`crate::Batcher::call`]): a mutating one may have been applied.
+    pub fn batch_abandoned(backend: &'static str, op: Op, key: &LeaseKey) -> Self {
+        Self::backend(
+            backend,
+            op,
+            key,
+            op.is_mutating(),
+            "the call's batch was abandoned before it answered",
+        )
+    }
+
+    /// A call that waited for a batch while its store was dropped: it was
+    /// never sent.
+    pub fn store_dropped(backend: &'static str, op: Op, key: &LeaseKey) -> Self {
+        Self::backend(backend, op, key, false, "the store was dropped")
+    }
+
     /// A backend failure, for adapters.
     pub fn backend(
         backend: &'static str,

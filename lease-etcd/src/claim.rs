@@ -13,7 +13,9 @@ use crate::store::{BACKEND, EtcdStore, etcd_error, fence_of};
 /// Takeovers race other claimers; give up after this many rounds.
 const ROUNDS: usize = 4;
 
-/// A claim on its way into a batch (its first round).
+/// A claim's create round: the key, for whom, the TTL, and when the
+/// caller asked (its deadline counts from there).
+#[derive(Clone)]
 pub(crate) struct CreateRequest {
     pub key: LeaseKey,
     pub holder: Holder,
@@ -109,18 +111,21 @@ impl EtcdStore {
 
     /// What a create transaction's answer means: the fresh grant, or what
     /// holds the key; `None` when the lease was gone and nothing was put.
-    #[allow(clippy::too_many_arguments)]
+    /// `revision` is the transaction's, when it was read already.
     fn created(
         &self,
         op: Op,
-        key: &LeaseKey,
-        holder: &Holder,
-        ttl: Duration,
-        sent: Instant,
+        request: &CreateRequest,
         lease: Lease,
         attached: Attached,
         revision: Option<i64>,
-    ) -> Option<Result<Result<Grant, Found>, LeaseError>> {
+    ) -> Option<Created> {
+        let CreateRequest {
+            key,
+            holder,
+            ttl,
+            sent,
+        } = request;
         let response = match attached {
             Attached::LeaseGone => return None,
             Attached::Answered(response) => response,
@@ -135,21 +140,17 @@ impl EtcdStore {
             Err(error) => return Some(Err(error)),
         };
         leases.attached(lease.id, &self.record_key(key), revision, holder);
-        let grant = Grant::new(fence_of(key, holder, revision), ttl, sent, true);
+        let grant = Grant::new(fence_of(key, holder, revision), *ttl, *sent, true);
         Some(Ok(Ok(grant)))
     }
 
     /// Creates the key if absent: a fresh grant. Else reads what is there.
     /// `first` is a lease taken for it already, tried first.
-    async fn create(
-        &self,
-        op: Op,
-        key: &LeaseKey,
-        holder: &Holder,
-        ttl: Duration,
-        sent: Instant,
-        mut first: Option<Lease>,
-    ) -> Result<Result<Grant, Found>, LeaseError> {
+    async fn create(&self, op: Op, request: &CreateRequest, mut first: Option<Lease>) -> Created {
+        let CreateRequest {
+            key, holder, ttl, ..
+        } = request;
+        let ttl = *ttl;
         let etcd_key = self.record_key(key);
         let leases = &self.inner.leases;
         for _ in 0..ROUNDS {
@@ -161,8 +162,8 @@ impl EtcdStore {
                     .map_err(|failure| self.lease_error(op, key, ttl, failure))?,
             };
             let txn = self.create_txn(&etcd_key, holder, ttl, lease);
-            let attached = self.attach(op, key, txn, lease, sent).await?;
-            if let Some(outcome) = self.created(op, key, holder, ttl, sent, lease, attached, None) {
+            let attached = self.attach(op, key, txn, lease, request.sent).await?;
+            if let Some(outcome) = self.created(op, request, lease, attached, None) {
                 return outcome;
             }
         }
@@ -184,13 +185,7 @@ impl EtcdStore {
     /// again alone.
     pub(crate) async fn create_batch(&self, batch: Vec<CreateRequest>) -> Vec<Created> {
         if let [one] = batch.as_slice() {
-            let CreateRequest {
-                key,
-                holder,
-                ttl,
-                sent,
-            } = one;
-            return vec![self.create(Op::Claim, key, holder, *ttl, *sent, None).await];
+            return vec![self.create(Op::Claim, one, None).await];
         }
         let mut seen = std::collections::HashSet::new();
         let (together, after): (Vec<_>, Vec<_>) = batch
@@ -205,10 +200,7 @@ impl EtcdStore {
             outcomes[*i] = Some(outcome);
         }
         for (i, r) in after {
-            outcomes[i] = Some(
-                self.create(Op::Claim, &r.key, &r.holder, r.ttl, r.sent, None)
-                    .await,
-            );
+            outcomes[i] = Some(self.create(Op::Claim, r, None).await);
         }
         outcomes.into_iter().flatten().collect()
     }
@@ -277,16 +269,9 @@ impl EtcdStore {
                         let outcome = match (inner, revision) {
                             (Some(inner), Some(revision)) => {
                                 match self.settle(op, &r.key, *lease, inner, refreshed) {
-                                    Ok(attached) => self.created(
-                                        op,
-                                        &r.key,
-                                        &r.holder,
-                                        r.ttl,
-                                        r.sent,
-                                        *lease,
-                                        attached,
-                                        Some(revision),
-                                    ),
+                                    Ok(attached) => {
+                                        self.created(op, r, *lease, attached, Some(revision))
+                                    }
                                     Err(error) => Some(Err(error)),
                                 }
                             }
@@ -301,10 +286,7 @@ impl EtcdStore {
                         outcomes[*i] = match outcome {
                             Some(outcome) => Some(outcome),
                             // Its lease expired: alone again, on another.
-                            None => Some(
-                                self.create(op, &r.key, &r.holder, r.ttl, r.sent, None)
-                                    .await,
-                            ),
+                            None => Some(self.create(op, r, None).await),
                         };
                     }
                 }
@@ -313,10 +295,7 @@ impl EtcdStore {
                 Err(None) => {
                     for (i, lease) in &sent_with {
                         let r = batch[*i];
-                        outcomes[*i] = Some(
-                            self.create(op, &r.key, &r.holder, r.ttl, r.sent, Some(*lease))
-                                .await,
-                        );
+                        outcomes[*i] = Some(self.create(op, r, Some(*lease)).await);
                     }
                 }
                 Err(Some(error)) => {
@@ -439,13 +418,19 @@ impl EtcdStore {
         // The deadline counts from the caller's request, even when a
         // takeover needs more rounds: the holder may stop early, never late.
         let sent = Instant::now();
+        let request = CreateRequest {
+            key: key.clone(),
+            holder: holder.clone(),
+            ttl,
+            sent,
+        };
         for round in 0..ROUNDS {
             // A claim's first round shares a transaction with the claims
             // made beside it.
             let created = if round == 0 && op == Op::Claim {
-                self.create_shared(key, holder, ttl, sent).await
+                self.create_shared(request.clone()).await
             } else {
-                self.create(op, key, holder, ttl, sent, None).await
+                self.create(op, &request, None).await
             };
             let found = match created? {
                 Ok(grant) => return Ok(Claim::Acquired(grant)),

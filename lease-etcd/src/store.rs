@@ -10,8 +10,8 @@ use etcd_client::{
     TxnOpResponse, TxnResponse,
 };
 use lease_core::{
-    BatchStats, Batcher, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore, Listed, Op, Page, SendBatch, weak_sender, with_timeout,
+    BatchStats, BatchedCalls, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError,
+    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page, with_timeout,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,11 +39,9 @@ pub(crate) struct Inner {
     pub leases: Leases,
     stop: CancellationToken,
     /// Concurrent claims' first rounds, coalesced into transactions.
-    claims: Batcher<CreateRequest, Created>,
-    send_claims: SendBatch<CreateRequest, Created>,
+    claims: BatchedCalls<CreateRequest, Created>,
     /// Concurrent releases of grants this store made, coalesced likewise.
-    releases: Batcher<ReleaseRequest, Result<bool, LeaseError>>,
-    send_releases: SendBatch<ReleaseRequest, Result<bool, LeaseError>>,
+    releases: BatchedCalls<ReleaseRequest, Result<bool, LeaseError>>,
 }
 
 /// Claims (or releases) one transaction carries at most: etcd's default
@@ -60,22 +58,6 @@ pub(crate) struct ReleaseRequest {
     key: LeaseKey,
     etcd_key: String,
     lease: i64,
-}
-
-/// The answer for a call whose store was dropped before it was sent.
-fn store_dropped(op: Op, key: &LeaseKey) -> LeaseError {
-    LeaseError::backend(BACKEND, op, key, false, "the store was dropped")
-}
-
-/// A call whose batch was abandoned before it answered: it may have run.
-fn abandoned(op: Op, key: &LeaseKey) -> LeaseError {
-    LeaseError::backend(
-        BACKEND,
-        op,
-        key,
-        true,
-        "the call's batch was abandoned before it answered",
-    )
 }
 
 impl Drop for Inner {
@@ -167,21 +149,29 @@ impl EtcdStore {
                 client,
                 config,
                 stop,
-                claims: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
-                send_claims: weak_sender(
+                claims: BatchedCalls::new(
                     inner,
+                    CALL_BATCH,
+                    CALLS_IN_FLIGHT,
                     |inner, batch| {
                         Box::pin(async move { EtcdStore { inner }.create_batch(batch).await })
                     },
-                    |request| Err(store_dropped(Op::Claim, &request.key)),
+                    |request| Err(LeaseError::store_dropped(BACKEND, Op::Claim, &request.key)),
                 ),
-                releases: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
-                send_releases: weak_sender(
+                releases: BatchedCalls::new(
                     inner,
+                    CALL_BATCH,
+                    CALLS_IN_FLIGHT,
                     |inner, batch| {
                         Box::pin(async move { EtcdStore { inner }.release_batch(batch).await })
                     },
-                    |request| Err(store_dropped(Op::Release, &request.key)),
+                    |request| {
+                        Err(LeaseError::store_dropped(
+                            BACKEND,
+                            Op::Release,
+                            &request.key,
+                        ))
+                    },
                 ),
             }),
         })
@@ -231,26 +221,15 @@ impl EtcdStore {
 
     /// A claim's first round, in a transaction shared with the claims made
     /// beside it.
-    pub(crate) async fn create_shared(
-        &self,
-        key: &LeaseKey,
-        holder: &Holder,
-        ttl: Duration,
-        sent: Instant,
-    ) -> Created {
-        let request = CreateRequest {
-            key: key.clone(),
-            holder: holder.clone(),
-            ttl,
-            sent,
-        };
+    pub(crate) async fn create_shared(&self, request: CreateRequest) -> Created {
+        let key = request.key.clone();
         // Each RPC of the round has its time limit; waiting for a place in
         // a transaction lasts at most until one under way ends.
         self.inner
             .claims
-            .call(request, &self.inner.send_claims)
+            .call(request)
             .await
-            .unwrap_or_else(|| Err(abandoned(Op::Claim, key)))
+            .unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, Op::Claim, &key)))
     }
 
     /// One transaction of releases of distinct keys, each deleting its key
@@ -621,14 +600,10 @@ impl LeaseStore for EtcdStore {
                 lease,
             };
             let released = with_timeout(Op::Release, key, self.call_timeout(), async {
-                Ok(self
-                    .inner
-                    .releases
-                    .call(request, &self.inner.send_releases)
-                    .await)
+                Ok(self.inner.releases.call(request).await)
             })
             .await?
-            .unwrap_or_else(|| Err(abandoned(Op::Release, key)))?;
+            .unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, Op::Release, key)))?;
             if released {
                 leases.released(lease);
                 return Ok(true);

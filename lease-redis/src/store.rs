@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{
-    BatchStats, Batcher, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore, Listed, Op, Page, SendBatch, weak_sender, with_timeout,
+    BatchStats, BatchedCalls, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError,
+    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page, with_timeout,
 };
 use redis::aio::ConnectionManagerConfig;
 use redis::{FromRedisValue, Script};
@@ -78,16 +78,9 @@ pub(crate) struct Inner {
     quarantine_ms: String,
     /// Concurrent claims coalesced into claim script calls, and how a
     /// batch is sent.
-    claims: Batcher<ClaimRequest, Result<Reply, LeaseError>>,
-    send_claims: SendBatch<ClaimRequest, Result<Reply, LeaseError>>,
+    claims: BatchedCalls<ClaimRequest, Result<Reply, LeaseError>>,
     /// Concurrent releases coalesced into release script calls.
-    releases: Batcher<ReleaseRequest, Result<bool, LeaseError>>,
-    send_releases: SendBatch<ReleaseRequest, Result<bool, LeaseError>>,
-}
-
-/// The answer for a call whose store was dropped before it was sent.
-fn store_dropped(op: Op, key: &LeaseKey) -> LeaseError {
-    LeaseError::backend(BACKEND, op, key, false, "the store was dropped")
+    releases: BatchedCalls<ReleaseRequest, Result<bool, LeaseError>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -201,21 +194,29 @@ impl RedisStore {
                 connection,
                 scripts,
                 notifier,
-                claims: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
-                send_claims: weak_sender(
+                claims: BatchedCalls::new(
                     inner,
+                    CALL_BATCH,
+                    CALLS_IN_FLIGHT,
                     |inner, batch| {
                         Box::pin(async move { RedisStore { inner }.claim_batch(batch).await })
                     },
-                    |request| Err(store_dropped(Op::Claim, &request.key)),
+                    |request| Err(LeaseError::store_dropped(BACKEND, Op::Claim, &request.key)),
                 ),
-                releases: Batcher::new(CALL_BATCH, CALLS_IN_FLIGHT),
-                send_releases: weak_sender(
+                releases: BatchedCalls::new(
                     inner,
+                    CALL_BATCH,
+                    CALLS_IN_FLIGHT,
                     |inner, batch| {
                         Box::pin(async move { RedisStore { inner }.release_batch(batch).await })
                     },
-                    |request| Err(store_dropped(Op::Release, &request.key)),
+                    |request| {
+                        Err(LeaseError::store_dropped(
+                            BACKEND,
+                            Op::Release,
+                            &request.key,
+                        ))
+                    },
                 ),
             }),
         })
@@ -413,16 +414,12 @@ impl RedisStore {
             Some(_) => self.claim_batch(vec![request]).await.pop(),
             None => {
                 with_timeout(op, key, self.inner.config.call_timeout, async {
-                    Ok(self
-                        .inner
-                        .claims
-                        .call(request, &self.inner.send_claims)
-                        .await)
+                    Ok(self.inner.claims.call(request).await)
                 })
                 .await?
             }
         };
-        let reply = reply.unwrap_or_else(|| Err(abandoned(op, key)))?;
+        let reply = reply.unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, op, key)))?;
         let parsed = match reply.tag() {
             b"acquired" => reply.number(1).and_then(|token| {
                 let fence = Fence {
@@ -731,17 +728,6 @@ fn answer_each<Req, T, R>(
     }
 }
 
-/// A call whose batch was abandoned before it answered: it may have run.
-fn abandoned(op: Op, key: &LeaseKey) -> LeaseError {
-    LeaseError::backend(
-        BACKEND,
-        op,
-        key,
-        op.is_mutating(),
-        "the call's batch was abandoned before it answered",
-    )
-}
-
 pub(crate) fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
     // The script ran; only its reply is unreadable.
     LeaseError::backend(
@@ -859,14 +845,10 @@ impl LeaseStore for RedisStore {
             own: fence_record(fence),
         };
         with_timeout(Op::Release, key, self.inner.config.call_timeout, async {
-            Ok(self
-                .inner
-                .releases
-                .call(request, &self.inner.send_releases)
-                .await)
+            Ok(self.inner.releases.call(request).await)
         })
         .await?
-        .unwrap_or_else(|| Err(abandoned(Op::Release, key)))
+        .unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, Op::Release, key)))
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
