@@ -63,6 +63,11 @@ enum Flaw {
     GuardedValuesMangled,
     MaxValueRefused,
     ReclaimNotAtomic,
+    /// A claim finds the key free, then writes after a gap regardless.
+    ClaimNotAtomic,
+    /// Claims made at once are answered with each other's outcomes, as a
+    /// batch that pairs replies with the wrong callers would.
+    ClaimsMisrouted,
     ReleaseNotAtomic,
     RenewNotAtomic,
     MarkerPutNotAtomic,
@@ -120,6 +125,8 @@ struct State {
 struct Flawed {
     flaw: Option<Flaw>,
     state: Mutex<State>,
+    /// The last claim's outcome, for the misrouting flaw.
+    misrouted: Mutex<Option<Claim>>,
 }
 
 impl Flawed {
@@ -391,8 +398,26 @@ impl LeaseStore for Flawed {
         ttl: Duration,
     ) -> Result<Claim, LeaseError> {
         let ttl = self.ttl(key, ttl)?;
+        if self.has(Flaw::ClaimNotAtomic) {
+            let sent = Instant::now();
+            let free = self.live(&self.state.lock().unwrap(), key, sent).is_none();
+            if free {
+                tokio::time::sleep(GAP).await;
+                let mut state = self.state.lock().unwrap();
+                return Ok(Claim::Acquired(
+                    self.grant(&mut state, key, holder, ttl, sent, None),
+                ));
+            }
+        }
         let claim = self.claim_in(key, holder, ttl, None);
         self.expiry_after_reply(key, &claim).await;
+        if self.has(Flaw::ClaimsMisrouted) {
+            // Alone, a claim gets its own outcome back; at once, another's.
+            let earlier = self.misrouted.lock().unwrap().replace(claim.clone());
+            tokio::time::sleep(GAP).await;
+            let left = self.misrouted.lock().unwrap().take();
+            return Ok(earlier.or(left).unwrap_or(claim));
+        }
         Ok(claim)
     }
 
@@ -793,6 +818,7 @@ impl Factory for FlawedFactory {
         let store = Arc::new(Flawed {
             flaw: self.0,
             state: Mutex::default(),
+            misrouted: Mutex::default(),
         });
         Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store))))
     }
@@ -871,6 +897,8 @@ caught! {
     refused_maximum_value_is_caught: MaxValueRefused => ["values_keep_every_byte_up_to_the_limit"];
     non_atomic_reclaim_is_caught: ReclaimNotAtomic => ["concurrent_reclaims_have_one_winner"];
     non_atomic_release_is_caught: ReleaseNotAtomic => ["concurrent_releases_release_once"];
+    non_atomic_claim_is_caught: ClaimNotAtomic => ["concurrent_claims_by_one_holder_share_one_grant", "concurrent_holders_never_overlap"];
+    misrouted_claims_are_caught: ClaimsMisrouted => ["concurrent_claims_of_many_keys_each_get_their_own_grant"];
     non_atomic_renew_is_caught: RenewNotAtomic => ["renewals_racing_a_takeover_never_undo_it"];
     non_atomic_marker_put_is_caught: MarkerPutNotAtomic => ["concurrent_marker_puts_keep_one_value"];
     non_atomic_guarded_write_is_caught: GuardedWriteNotAtomic => ["guarded_writes_stop_at_a_takeover"];

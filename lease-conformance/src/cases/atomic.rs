@@ -47,6 +47,48 @@ cases! {
         Ok(())
     }
 
+    /// Concurrent claims of one free key by one holder all get the one grant: the same token, exactly one of them fresh.
+    async fn concurrent_claims_by_one_holder_share_one_grant(s) {
+        let t = s.timing();
+        for round in 0..3 {
+            let k = key(&format!("atomic/own/{round}"));
+            let racers = (0..RACERS).map(|_| {
+                let (store, k) = (Arc::clone(&s.store), k.clone());
+                tokio::spawn(async move { store.claim(&k, &holder("a", "1"), t.long_ttl).await })
+            });
+            let outcomes = joined(join_all(racers).await)?.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let grants: Vec<_> = outcomes.iter().filter_map(Claim::grant).collect();
+            ensure!(grants.len() == RACERS, "the holder's own claims were refused: {outcomes:?}");
+            let fresh = grants.iter().filter(|g| g.fresh).count();
+            ensure!(fresh == 1, "{fresh} of {RACERS} claims by one holder said they made a fresh grant");
+            ensure!(grants.iter().all(|g| g.fence == grants[0].fence), "one holder's concurrent claims got different grants: {grants:?}");
+            let shown = s.store.inspect(&k).await?;
+            ensure!(shown.as_ref().is_some_and(|r| r.is(&grants[0].fence)), "the key shows {shown:?}, not the grant every claim got");
+        }
+        Ok(())
+    }
+
+    /// Concurrent claims of many free keys each get a fresh grant of their own key, for their own holder, which the key then shows.
+    async fn concurrent_claims_of_many_keys_each_get_their_own_grant(s) {
+        let t = s.timing();
+        let racers = (0..RACERS * 4).map(|i| {
+            let store = Arc::clone(&s.store);
+            let (k, h) = (key(&format!("atomic/many/{i}")), holder(&format!("racer-{i}"), "1"));
+            tokio::spawn(async move {
+                let claim = store.claim(&k, &h, t.long_ttl).await;
+                (k, h, claim)
+            })
+        });
+        for (k, h, claim) in joined(join_all(racers).await)? {
+            let grant = claim?.acquired().ok_or_else(|| CaseError::Failed(format!("{k} was busy")))?;
+            ensure!(grant.fence.key == k && grant.fence.holder == h, "the claim of {k} by {h} was answered with {:?}", grant.fence);
+            ensure!(grant.fresh, "the first claim of {k} was not fresh");
+            let shown = s.store.inspect(&k).await?;
+            ensure!(shown.as_ref().is_some_and(|r| r.is(&grant.fence)), "{k} shows {shown:?}, not {:?}", grant.fence);
+        }
+        Ok(())
+    }
+
     /// Concurrent releases of one grant release it exactly once.
     async fn concurrent_releases_release_once(s) {
         let t = s.timing();
