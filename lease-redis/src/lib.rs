@@ -16,28 +16,30 @@
 //!   The client's clock is used for nothing but the holder's own deadline.
 //! - **Lean scripts.** A lease record is one string (`v3`, holder id,
 //!   incarnation and token, joined by newlines): one `GET` reads it. A
-//!   claim of a free key costs a `SET … PX` in its script call, which also
-//!   runs one `MGET` (records and token floor), one `TIME` and one `SET` of
-//!   the floor however many claims it carries; a renewal `GET`, `PEXPIRE`;
-//!   a release call `MGET`, one `DEL` and one `PUBLISH` for all its
-//!   releases; an inspect `GET`, `PTTL`. A renewal and a release send the
-//!   fence's record as it is stored and the script compares text: nothing
-//!   is parsed or formatted unless the record is not the fence's.
+//!   claim of a free key runs `MGET` (record and token floor), `TIME`,
+//!   `SET … PX`, `SET` (floor); a renewal `GET`, `PEXPIRE`; a release
+//!   `GET`, `DEL`, `PUBLISH`; an inspect `GET`, `PTTL`. A renewal and a
+//!   release send the fence's record as it is stored and the script
+//!   compares text: nothing is parsed or formatted unless the record is
+//!   not the fence's.
 //! - **Concurrent claims and releases share script calls.** Claims made
-//!   while other claims are under way go out together in one `claim.lua`
-//!   call (up to [`CALL_BATCH`] a call, up to [`CALLS_IN_FLIGHT`] calls under
-//!   way), and so do releases
-//!   in `release.lua`, through [`lease_core::Batcher`]: a claim made while
-//!   nothing else is under way is sent at once, alone, so one task pays
-//!   nothing for it. Each claim in a call is decided as if it ran alone, in
-//!   order, a later claim of the same key seeing what the earlier did; each
-//!   gets its own reply and its deadline counts from before it joined the
-//!   call. A call that fails fails for each claim in it, as it would have
-//!   alone. Why: a script call's fixed cost (the request, its parsing, the
-//!   script's start, the reply) is most of what a claim costs Redis and
-//!   the client; at 64 concurrent tasks, calls of 5 to 20 claims halve the
-//!   cost per claim (README, "Performance"). A caller that gives up while
-//!   its claim waits to join a call is left out of it, so nothing is sent.
+//!   while other claims are under way go out together in one
+//!   `claim_many.lua` call (up to [`CALL_BATCH`] a call, up to
+//!   [`CALLS_IN_FLIGHT`] calls under way), and releases in
+//!   `release_many.lua`, through [`lease_core::Batcher`]; a claim made
+//!   while nothing else is under way goes alone, in `claim.lua`, so one
+//!   task pays nothing for it. A claim call runs one `MGET` of every record
+//!   and the floor, one `TIME` and one floor `SET` for all its claims, a
+//!   release call one `MGET`, one `DEL` and one `PUBLISH`. Each claim in a
+//!   call is decided by the same prelude function as a claim alone
+//!   (`claim_one`), in order, a later claim of the same key seeing what
+//!   the earlier did; each gets its own reply, and its deadline counts from
+//!   before it joined the call. A call that fails fails for each claim in
+//!   it, as it would have alone. Why: a script call's fixed cost (the
+//!   request, its parsing, the script's start, the reply) is most of what a
+//!   claim costs Redis and the client (README, "Performance"). A caller
+//!   that gives up while its claim waits to join a call is left out of it,
+//!   so nothing is sent.
 //! - **Batch renewal.** `renew_many` is one `renew_many.lua` call per 512
 //!   renewals (a keeper's batch), each renewal answered as `renew.lua`
 //!   would, a renewed one by a bare integer. Measured on this project's

@@ -76,9 +76,11 @@ pub fn script_source(name: &str) -> Option<String> {
 /// The scripts, hashed once per store.
 pub(crate) struct Scripts {
     pub claim: Script,
+    pub claim_many: Script,
     pub renew: Script,
     pub renew_many: Script,
     pub release: Script,
+    pub release_many: Script,
     pub inspect: Script,
     pub inspect_many: Script,
     pub guarded_write: Script,
@@ -90,9 +92,11 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script, to load them at once.
-    pub fn all(&self) -> [&Script; 11] {
+    pub fn all(&self) -> [&Script; 13] {
         [
             &self.claim,
+            &self.claim_many,
+            &self.release_many,
             &self.renew,
             &self.renew_many,
             &self.release,
@@ -109,6 +113,8 @@ impl Scripts {
     pub fn new() -> Self {
         Self {
             claim: script!("claim.lua"),
+            claim_many: script!("claim_many.lua"),
+            release_many: script!("release_many.lua"),
             renew: script!("renew.lua"),
             renew_many: script!("renew_many.lua"),
             release: script!("release.lua"),
@@ -148,7 +154,14 @@ mod tests {
             assert!(!defines(&renew_many, name), "renew_many defines {name}");
         }
         let claim = with_prelude(include_str!("lua/claim.lua"));
-        for name in ["parse_record", "is_fence", "quarantine_left", "now_us"] {
+        for name in [
+            "claim_one",
+            "read_floor",
+            "parse_record",
+            "is_fence",
+            "quarantine_left",
+            "now_us",
+        ] {
             assert!(defines(&claim, name), "claim lacks {name}");
         }
         for name in ["read_record", "get_string", "is_own", "renew_one"] {
@@ -162,6 +175,8 @@ mod tests {
     fn every_prelude_function_is_called_by_some_script() {
         let texts: Vec<String> = [
             include_str!("lua/claim.lua"),
+            include_str!("lua/claim_many.lua"),
+            include_str!("lua/release_many.lua"),
             include_str!("lua/renew.lua"),
             include_str!("lua/renew_many.lua"),
             include_str!("lua/release.lua"),

@@ -411,7 +411,7 @@ impl RedisStore {
         let sent = Instant::now();
         let reply = match observed {
             // Reclaims are rare: each goes alone.
-            Some(_) => self.claim_batch(vec![request]).await.pop(),
+            Some(_) => Some(self.claim_alone(&request).await),
             None => {
                 with_timeout(op, key, self.inner.config.call_timeout, async {
                     Ok(self.inner.claims.call(request).await)
@@ -441,58 +441,94 @@ impl RedisStore {
         parsed.map_err(|why| malformed(op, key, why))
     }
 
-    /// One claim script call for a batch of claims (or one reclaim): one
-    /// reply each, in order.
+    /// One script call for a batch of claims, or for one claim or reclaim
+    /// alone (`claim.lua`, leaner than a batch of one): one reply each, in
+    /// order.
     async fn claim_batch(&self, batch: Vec<ClaimRequest>) -> Vec<Result<Reply, LeaseError>> {
         let Some(first) = batch.first() else {
             return Vec::new();
         };
-        let op = if first.observed.is_some() {
-            Op::Reclaim
-        } else {
-            Op::Claim
-        };
+        if let [one] = batch.as_slice() {
+            return vec![self.claim_alone(one).await];
+        }
         let mut keys = Vec::with_capacity(batch.len() + 1);
         keys.push(self.inner.floor_key.clone());
         keys.extend(batch.iter().map(|r| self.record_key(&r.key)));
-        let tokens: Vec<String> = batch
-            .iter()
-            .map(|r| {
-                r.observed
-                    .as_ref()
-                    .map_or(String::new(), |o| o.token.0.to_string())
-            })
-            .collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 6 * batch.len());
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 3 * batch.len());
         args.push(self.inner.quarantine_ms.as_bytes());
-        for (request, token) in batch.iter().zip(&tokens) {
-            let (id, incarnation) = request
-                .observed
-                .as_ref()
-                .map_or(("", ""), |o| (o.holder.id(), o.holder.incarnation()));
+        for request in &batch {
             args.extend([
                 request.holder.id().as_bytes(),
                 request.holder.incarnation().as_bytes(),
                 request.ttl_ms.as_bytes(),
-                id.as_bytes(),
-                incarnation.as_bytes(),
-                token.as_bytes(),
             ]);
         }
         let replies = self
-            .run::<Vec<Vec<Vec<u8>>>>(op, &first.key, &self.inner.scripts.claim, &keys, &args)
+            .run::<Vec<Vec<Vec<u8>>>>(
+                Op::Claim,
+                &first.key,
+                &self.inner.scripts.claim_many,
+                &keys,
+                &args,
+            )
             .await;
-
-        answer_each(op, &batch, |r| &r.key, replies, |_, reply| Ok(Reply(reply)))
+        answer_each(
+            Op::Claim,
+            &batch,
+            |r| &r.key,
+            replies,
+            |_, reply| Ok(Reply(reply)),
+        )
     }
 
-    /// One release script call for a batch of releases: one answer each,
-    /// in order.
+    /// One claim or reclaim, alone.
+    async fn claim_alone(&self, request: &ClaimRequest) -> Result<Reply, LeaseError> {
+        let (op, observed_token) = match &request.observed {
+            Some(o) => (Op::Reclaim, Some(o.token.0.to_string())),
+            None => (Op::Claim, None),
+        };
+        let mut args: Vec<&[u8]> = vec![
+            request.holder.id().as_bytes(),
+            request.holder.incarnation().as_bytes(),
+            request.ttl_ms.as_bytes(),
+            self.inner.quarantine_ms.as_bytes(),
+        ];
+        if let (Some(o), Some(token)) = (&request.observed, &observed_token) {
+            args.extend([
+                o.holder.id().as_bytes(),
+                o.holder.incarnation().as_bytes(),
+                token.as_bytes(),
+            ]);
+        }
+        let keys = [self.record_key(&request.key), self.inner.floor_key.clone()];
+        self.script(op, &request.key, &self.inner.scripts.claim, &keys, &args)
+            .await
+    }
+
+    /// One script call for a batch of releases, or for one alone
+    /// (`release.lua`): one answer each, in order.
     async fn release_batch(&self, batch: Vec<ReleaseRequest>) -> Vec<Result<bool, LeaseError>> {
         let Some(first) = batch.first() else {
             return Vec::new();
         };
         let keys: Vec<String> = batch.iter().map(|r| self.record_key(&r.key)).collect();
+        if let [one] = batch.as_slice() {
+            let args: [&[u8]; 3] = [
+                one.own.as_bytes(),
+                self.inner.channel.as_bytes(),
+                one.key.as_str().as_bytes(),
+            ];
+            let released = self
+                .run::<i64>(
+                    Op::Release,
+                    &one.key,
+                    &self.inner.scripts.release,
+                    &keys,
+                    &args,
+                )
+                .await;
+            return vec![released.map(|released| released == 1)];
+        }
         let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 2 * batch.len());
         args.push(self.inner.channel.as_bytes());
         for request in &batch {
@@ -502,7 +538,7 @@ impl RedisStore {
             .run::<Vec<i64>>(
                 Op::Release,
                 &first.key,
-                &self.inner.scripts.release,
+                &self.inner.scripts.release_many,
                 &keys,
                 &args,
             )

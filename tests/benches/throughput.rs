@@ -242,32 +242,27 @@ async fn redis() {
             let (mut connection, scripts) = (connection.clone(), scripts.clone());
             Box::pin(async move {
                 let k = format!("{{bare}}:lease:bench/{n}");
-                let mut replies: Vec<Vec<String>> = scripts
+                let reply: Vec<String> = scripts
                     .0
-                    .key("{bare}:floor")
                     .key(&k)
-                    .arg(0)
+                    .key("{bare}:floor")
                     .arg("bench")
                     .arg("1")
                     .arg(TTL.as_millis() as u64)
-                    .arg("")
-                    .arg("")
-                    .arg("")
+                    .arg(0)
                     .invoke_async(&mut connection)
                     .await
                     .expect("claim script");
-                let reply = replies.pop().expect("a reply");
                 assert_eq!(reply[0], "acquired", "{k} is taken");
-                let released: Vec<i64> = scripts
+                let released: i64 = scripts
                     .1
                     .key(&k)
-                    .arg("{bare}:released")
                     .arg(format!("v3\nbench\n1\n{}", reply[1]))
+                    .arg("{bare}:released")
                     .arg(&k)
                     .invoke_async(&mut connection)
                     .await
                     .expect("release script");
-                let released = released[0];
                 assert_eq!(released, 1, "{k} was not released");
             })
         })

@@ -131,6 +131,59 @@ local function quarantined(left_ms)
   return { 'quarantined', fmt(left_ms * 1000) }
 end
 
+-- The namespace's token floor as a claim script reads it: `value`, what
+-- MGET read (false when missing), and `floor`, the highest token handed
+-- out as a number (0 when missing or corrupt: no token that high was
+-- handed out). A claim sets `now` when it made a fresh grant, and the
+-- script then writes `floor` back.
+local function read_floor(value)
+  local floor = tonumber(value)
+  if not floor or floor >= 2 ^ 53 then
+    floor = 0
+  end
+  return { value = value, floor = floor }
+end
+
+-- One claim of the record at key (`record` as read: nil when absent, a
+-- string when corrupt, else the live record), for `holder`#`incarnation`,
+-- `ttl` ms, taking over the observed grant `o_id`, `o_inc`, `o_token` if
+-- given (a reclaim). Writes what it grants and gives its reply and the
+-- record it leaves: {'acquired', token, '1'} for a fresh grant,
+-- {'acquired', token, '0'} for the holder's own live grant refreshed,
+-- held(record) when busy, quarantined(ms left) when no fresh grant may be
+-- made yet. `f` is the floor (read_floor); `quarantine_ms` as
+-- quarantine_left takes it.
+local function claim_one(key, record, f, quarantine_ms, holder, incarnation, ttl, o_id, o_inc, o_token)
+  if is_live(record) and record.holder == holder and record.incarnation == incarnation then
+    redis.call('PEXPIRE', key, ttl)
+    record.left = tonumber(ttl)
+    return { 'acquired', record.token_text, '0' }, record
+  end
+  if is_live(record) and (not o_id or not is_fence(record, o_id, o_inc, o_token)) then
+    return held(record), record
+  end
+  -- Free, corrupt, or the observed grant: a fresh grant, above the floor,
+  -- the record replaced and the clock. The floor orders tokens whatever
+  -- the clock does; the clock orders them after the floor was lost (a
+  -- restart without persistence, a failover that lost the last writes).
+  if f.left == nil then
+    f.left = quarantine_left(f.value, quarantine_ms) or false
+  end
+  if f.left then
+    return quarantined(f.left), record
+  end
+  f.now = f.now or now_us()
+  local last = 0
+  if type(record) == 'table' then
+    last = record.token
+  end
+  f.floor = math.max(last + 1, f.floor + 1, f.now)
+  local token = fmt(f.floor)
+  -- SET replaces whatever the key held, a corrupt value of any type included.
+  redis.call('SET', key, 'v3\n' .. holder .. '\n' .. incarnation .. '\n' .. token, 'PX', ttl)
+  return { 'acquired', token, '1' }, { holder = holder, incarnation = incarnation, token = f.floor, token_text = token, left = tonumber(ttl) }
+end
+
 -- What inspect replies for the record at key: held(record), {'free'} or
 -- {'corrupt', what is wrong}; for a free key under a restart quarantine
 -- (when `floor_key` is given), quarantined(ms left).

@@ -1,29 +1,12 @@
--- release: a batch of releases, each ending the grant its fence proves if
--- that is the live one.
--- KEYS[i]  the i-th lease record
--- ARGV[1]  the channel
--- ARGV[2i], ARGV[2i + 1]  the i-th fence's record (see is_own in the
---   prelude) and its lease key
--- Replies one integer per release, in order: 1 when released, 0 when there
--- was nothing to release. The released lease keys are published in one
--- message, newline-separated (lease keys hold no control characters). The
--- namespace's token floor keeps the next tokens higher.
-local values = redis.call('MGET', unpack(KEYS))
-local done, released, messages, replies = {}, {}, {}, {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  -- MGET answers nil for a key of another type: never a fence's record.
-  if values[i] == ARGV[2 * i] and not done[key] then
-    done[key] = true
-    released[#released + 1] = key
-    messages[#messages + 1] = ARGV[2 * i + 1]
-    replies[i] = 1
-  else
-    replies[i] = 0
-  end
+-- release: end the grant a fence proves, if it is the live one.
+-- KEYS[1]  the lease record
+-- ARGV[1]  the fence's record (see is_own in the prelude)
+-- ARGV[2]  channel            ARGV[3]  lease key (the message)
+-- Replies 1 when released, 0 when there was nothing to release. The
+-- namespace's token floor keeps the next token higher.
+if not is_own(KEYS[1], ARGV[1]) then
+  return 0
 end
-if #released > 0 then
-  redis.call('DEL', unpack(released))
-  redis.call('PUBLISH', ARGV[1], table.concat(messages, '\n'))
-end
-return replies
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
