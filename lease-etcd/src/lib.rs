@@ -52,7 +52,7 @@
 //!   first round of a claim is shared; takeovers and renewals go alone.
 //!   Each RPC keeps its own time limit; a claim waiting for a place in a
 //!   transaction waits at most until one under way ends. Measured at 64
-//!   tasks: etcd CPU per claim + release falls from about 270 µs to under
+//!   tasks: etcd CPU per claim + release falls from about 290 µs to about
 //!   90 µs (README, "Performance").
 //! - **Renewal is no raft write.** A renewal with the granted TTL is a
 //!   linearizable read (the key is still this grant's, and which lease it
