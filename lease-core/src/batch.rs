@@ -32,42 +32,63 @@ use std::sync::{Arc, Mutex, Weak};
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
+use crate::{LeaseError, LeaseKey, Op};
+
 /// Sends one batch: one answer per request, in order.
 pub type SendBatch<Req, Resp> =
     Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Vec<Resp>> + Send + Sync>;
 
-/// A [`Batcher`] with the [`SendBatch`] its batches go through: what a
+/// How a store sends a batch of its calls: one answer each, in order.
+pub type SendFor<S, Req, T> =
+    fn(Arc<S>, Vec<Req>) -> BoxFuture<'static, Vec<Result<T, LeaseError>>>;
+
+/// A [`Batcher`] of a store's calls of one kind, answered `Result<T,
+/// LeaseError>`, with the [`SendBatch`] its batches go through: what a
 /// store keeps for each kind of call it shares. The sender holds the store
-/// weakly, so the store and its batchers are dropped together.
-pub struct BatchedCalls<Req, Resp> {
-    batcher: Batcher<Req, Resp>,
-    send: SendBatch<Req, Resp>,
+/// weakly, so the store and its batchers are dropped together; a call
+/// still queued then is answered [`LeaseError::store_dropped`], one whose
+/// batch was abandoned [`LeaseError::batch_abandoned`].
+pub struct BatchedCalls<Req, T> {
+    batcher: Batcher<Req, Result<T, LeaseError>>,
+    send: SendBatch<Req, Result<T, LeaseError>>,
+    backend: &'static str,
+    op: Op,
 }
 
-impl<Req: Send + 'static, Resp: Send + 'static> BatchedCalls<Req, Resp> {
-    /// Calls of one kind for `owner`, sent by `send` (`owner` and a batch);
-    /// once `owner` is dropped each is answered with `gone`. At most
-    /// `max_batch` calls a batch, `max_in_flight` batches under way.
-    pub fn new<T: Send + Sync + 'static>(
-        owner: &Weak<T>,
-        max_batch: usize,
-        max_in_flight: usize,
-        send: fn(Arc<T>, Vec<Req>) -> BoxFuture<'static, Vec<Resp>>,
-        gone: fn(&Req) -> Resp,
+impl<Req: Send + 'static, T: Send + 'static> BatchedCalls<Req, T> {
+    /// `op` calls of `backend`'s store `owner`, sent by `send` (`owner`
+    /// and a batch); `key_of` names a request's key. At most `max_batch`
+    /// calls a batch, `max_in_flight` batches under way.
+    pub fn new<S: Send + Sync + 'static>(
+        owner: &Weak<S>,
+        (backend, op): (&'static str, Op),
+        (max_batch, max_in_flight): (usize, usize),
+        key_of: fn(&Req) -> &LeaseKey,
+        send: SendFor<S, Req, T>,
     ) -> Self {
         let owner = owner.clone();
         Self {
             batcher: Batcher::new(max_batch, max_in_flight),
             send: Arc::new(move |batch| match owner.upgrade() {
                 Some(owner) => send(owner, batch),
-                None => Box::pin(std::future::ready(batch.iter().map(gone).collect())),
+                None => Box::pin(std::future::ready(
+                    batch
+                        .iter()
+                        .map(|r| Err(LeaseError::store_dropped(backend, op, key_of(r))))
+                        .collect(),
+                )),
             }),
+            backend,
+            op,
         }
     }
 
-    /// [`Batcher::call`] through this sender.
-    pub async fn call(&self, request: Req) -> Option<Resp> {
-        self.batcher.call(request, &self.send).await
+    /// Sends `request`, on `key`, alone or in a batch ([`Batcher::call`]).
+    pub async fn call(&self, key: &LeaseKey, request: Req) -> Result<T, LeaseError> {
+        self.batcher
+            .call(request, &self.send)
+            .await
+            .unwrap_or_else(|| Err(LeaseError::batch_abandoned(self.backend, self.op, key)))
     }
 
     /// [`Batcher::stats`].

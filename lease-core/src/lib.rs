@@ -78,7 +78,7 @@ mod round;
 mod store;
 mod types;
 
-pub use batch::{BatchStats, BatchedCalls, Batcher, SendBatch};
+pub use batch::{BatchStats, BatchedCalls, Batcher, SendBatch, SendFor};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{
     BoxError, LeaseError, Op, check_durations, marker_text, redacted_url, with_timeout,

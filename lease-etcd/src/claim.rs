@@ -428,7 +428,7 @@ impl EtcdStore {
             // A claim's first round shares a transaction with the claims
             // made beside it.
             let created = if round == 0 && op == Op::Claim {
-                self.create_shared(request.clone()).await
+                self.create_shared(key, request.clone()).await
             } else {
                 self.create(op, &request, None).await
             };

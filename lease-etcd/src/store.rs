@@ -39,9 +39,9 @@ pub(crate) struct Inner {
     pub leases: Leases,
     stop: CancellationToken,
     /// Concurrent claims' first rounds, coalesced into transactions.
-    claims: BatchedCalls<CreateRequest, Created>,
+    claims: BatchedCalls<CreateRequest, Result<Grant, Found>>,
     /// Concurrent releases of grants this store made, coalesced likewise.
-    releases: BatchedCalls<ReleaseRequest, Result<bool, LeaseError>>,
+    releases: BatchedCalls<ReleaseRequest, bool>,
 }
 
 /// Claims (or releases) one transaction carries at most: etcd's default
@@ -151,26 +151,20 @@ impl EtcdStore {
                 stop,
                 claims: BatchedCalls::new(
                     inner,
-                    CALL_BATCH,
-                    CALLS_IN_FLIGHT,
+                    (BACKEND, Op::Claim),
+                    (CALL_BATCH, CALLS_IN_FLIGHT),
+                    |request| &request.key,
                     |inner, batch| {
                         Box::pin(async move { EtcdStore { inner }.create_batch(batch).await })
                     },
-                    |request| Err(LeaseError::store_dropped(BACKEND, Op::Claim, &request.key)),
                 ),
                 releases: BatchedCalls::new(
                     inner,
-                    CALL_BATCH,
-                    CALLS_IN_FLIGHT,
+                    (BACKEND, Op::Release),
+                    (CALL_BATCH, CALLS_IN_FLIGHT),
+                    |request| &request.key,
                     |inner, batch| {
                         Box::pin(async move { EtcdStore { inner }.release_batch(batch).await })
-                    },
-                    |request| {
-                        Err(LeaseError::store_dropped(
-                            BACKEND,
-                            Op::Release,
-                            &request.key,
-                        ))
                     },
                 ),
             }),
@@ -221,15 +215,10 @@ impl EtcdStore {
 
     /// A claim's first round, in a transaction shared with the claims made
     /// beside it.
-    pub(crate) async fn create_shared(&self, request: CreateRequest) -> Created {
-        let key = request.key.clone();
+    pub(crate) async fn create_shared(&self, key: &LeaseKey, request: CreateRequest) -> Created {
         // Each RPC of the round has its time limit; waiting for a place in
         // a transaction lasts at most until one under way ends.
-        self.inner
-            .claims
-            .call(request)
-            .await
-            .unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, Op::Claim, &key)))
+        self.inner.claims.call(key, request).await
     }
 
     /// One transaction of releases of distinct keys, each deleting its key
@@ -599,11 +588,14 @@ impl LeaseStore for EtcdStore {
                 etcd_key: etcd_key.clone(),
                 lease,
             };
-            let released = with_timeout(Op::Release, key, self.call_timeout(), async {
-                Ok(self.inner.releases.call(request).await)
-            })
-            .await?
-            .unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, Op::Release, key)))?;
+            let limit = self.call_timeout();
+            let released = with_timeout(
+                Op::Release,
+                key,
+                limit,
+                self.inner.releases.call(key, request),
+            )
+            .await?;
             if released {
                 leases.released(lease);
                 return Ok(true);

@@ -78,9 +78,9 @@ pub(crate) struct Inner {
     quarantine_ms: String,
     /// Concurrent claims coalesced into claim script calls, and how a
     /// batch is sent.
-    claims: BatchedCalls<ClaimRequest, Result<Reply, LeaseError>>,
+    claims: BatchedCalls<ClaimRequest, Reply>,
     /// Concurrent releases coalesced into release script calls.
-    releases: BatchedCalls<ReleaseRequest, Result<bool, LeaseError>>,
+    releases: BatchedCalls<ReleaseRequest, bool>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -196,26 +196,20 @@ impl RedisStore {
                 notifier,
                 claims: BatchedCalls::new(
                     inner,
-                    CALL_BATCH,
-                    CALLS_IN_FLIGHT,
+                    (BACKEND, Op::Claim),
+                    (CALL_BATCH, CALLS_IN_FLIGHT),
+                    |request| &request.key,
                     |inner, batch| {
                         Box::pin(async move { RedisStore { inner }.claim_batch(batch).await })
                     },
-                    |request| Err(LeaseError::store_dropped(BACKEND, Op::Claim, &request.key)),
                 ),
                 releases: BatchedCalls::new(
                     inner,
-                    CALL_BATCH,
-                    CALLS_IN_FLIGHT,
+                    (BACKEND, Op::Release),
+                    (CALL_BATCH, CALLS_IN_FLIGHT),
+                    |request| &request.key,
                     |inner, batch| {
                         Box::pin(async move { RedisStore { inner }.release_batch(batch).await })
-                    },
-                    |request| {
-                        Err(LeaseError::store_dropped(
-                            BACKEND,
-                            Op::Release,
-                            &request.key,
-                        ))
                     },
                 ),
             }),
@@ -411,15 +405,12 @@ impl RedisStore {
         let sent = Instant::now();
         let reply = match observed {
             // Reclaims are rare: each goes alone.
-            Some(_) => Some(self.claim_alone(&request).await),
+            Some(_) => self.claim_alone(&request).await?,
             None => {
-                with_timeout(op, key, self.inner.config.call_timeout, async {
-                    Ok(self.inner.claims.call(request).await)
-                })
-                .await?
+                let limit = self.inner.config.call_timeout;
+                with_timeout(op, key, limit, self.inner.claims.call(key, request)).await?
             }
         };
-        let reply = reply.unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, op, key)))?;
         let parsed = match reply.tag() {
             b"acquired" => reply.number(1).and_then(|token| {
                 let fence = Fence {
@@ -880,11 +871,14 @@ impl LeaseStore for RedisStore {
             key: key.clone(),
             own: fence_record(fence),
         };
-        with_timeout(Op::Release, key, self.inner.config.call_timeout, async {
-            Ok(self.inner.releases.call(request).await)
-        })
-        .await?
-        .unwrap_or_else(|| Err(LeaseError::batch_abandoned(BACKEND, Op::Release, key)))
+        let limit = self.inner.config.call_timeout;
+        with_timeout(
+            Op::Release,
+            key,
+            limit,
+            self.inner.releases.call(key, request),
+        )
+        .await
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {

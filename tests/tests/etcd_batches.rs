@@ -143,6 +143,44 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn claims_at_once_of_free_and_held_keys_each_get_their_own_answer() {
+    let Some(cluster) = or_skip("etcd", EtcdCluster::start().await) else {
+        return;
+    };
+    let store = connect(&cluster).await;
+    let keys: Vec<_> = (0..32).map(|i| key(&format!("mixed/{i}"))).collect();
+    let owner = Holder::new("owner", "1").unwrap();
+    let mut held = std::collections::HashMap::new();
+    for k in keys.iter().step_by(2) {
+        let grant = store.claim(k, &owner, TTL).await.unwrap();
+        held.insert(k.clone(), grant.acquired().expect("free").fence);
+    }
+    let holders = (0..32)
+        .map(|i| Holder::new(format!("h{i}"), "1").unwrap())
+        .collect();
+    let (_, batches_before) = claim_batches(&store);
+    let claims = claims_behind_another(&store, keys, holders).await;
+    let (_, batches_after) = claim_batches(&store);
+    assert!(
+        batches_after - batches_before <= 3,
+        "33 claims went out in {} transactions",
+        batches_after - batches_before
+    );
+    for (k, holder, claim) in claims {
+        match (claim, held.get(&k)) {
+            (Claim::Busy(record), Some(fence)) => assert!(record.is(fence), "{k}: {record:?}"),
+            (Claim::Acquired(grant), None) => {
+                assert_eq!((&grant.fence.key, &grant.fence.holder), (&k, &holder));
+                let shown = store.inspect(&k).await.unwrap().expect("held");
+                assert_eq!((shown.holder, shown.token), (holder, grant.fence.token));
+            }
+            (claim, owner) => panic!("{k} (held: {owner:?}) was answered {claim:?}"),
+        }
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn claims_of_one_key_in_one_batch_are_decided_in_order() {
     let Some(cluster) = or_skip("etcd", EtcdCluster::start().await) else {
         return;
