@@ -9,18 +9,22 @@ use tokio::time::Instant;
 /// Why a case did not pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaseError {
-    /// The backend broke the rule; the message says how.
+    /// The backend broke the rule; the message says how, with what was
+    /// measured.
     Failed(String),
-    /// The case could not run here (a test hook the factory lacks). Never
-    /// counted as passed.
-    NotRun(String),
+    /// The runner itself was too late to judge the rule (a step it needed
+    /// before a deadline came after it, or it stalled through a
+    /// measurement): no evidence either way. The runner tries the case
+    /// again with more room, and reports it *inconclusive* — never failed —
+    /// if it stays starved.
+    Starved(String),
 }
 
 impl fmt::Display for CaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CaseError::Failed(why) => write!(f, "failed: {why}"),
-            CaseError::NotRun(why) => write!(f, "not run: {why}"),
+            CaseError::Starved(why) => write!(f, "runner starved: {why}"),
         }
     }
 }
@@ -57,6 +61,9 @@ pub struct Timing {
     /// A TTL that scheduling hiccups on a loaded machine cannot eat up, for
     /// cases whose background work must keep up with it.
     pub steady_ttl: Duration,
+    /// How many times the base TTLs these are: 1 on a first try, more on
+    /// the tries that follow a starved one.
+    pub room: u32,
 }
 
 impl Timing {
@@ -78,7 +85,20 @@ impl Timing {
             slack: caps.expiry_slack,
             long_ttl,
             steady_ttl,
+            room: 1,
         }
+    }
+
+    /// The same timing with `room` times the short and steady TTLs (never
+    /// past the backend's maximum): what a case gets when it is tried again
+    /// after its runner starved.
+    pub fn with_room(mut self, room: u32, caps: &Capabilities) -> Self {
+        let scale = |ttl: Duration| round_up(ttl * room, caps.ttl_granularity).min(caps.max_ttl);
+        self.ttl = scale(self.ttl);
+        self.steady_ttl = scale(self.steady_ttl);
+        self.long_ttl = self.long_ttl.max(self.steady_ttl);
+        self.room = room;
+        self
     }
 
     /// Sleeps until a grant replied at `replied` with `ttl` is certainly
@@ -99,6 +119,35 @@ fn round_up(ttl: Duration, granularity: Duration) -> Duration {
 /// two-core machine). A deadline counted from the reply is still caught
 /// wherever the round trip is longer than this.
 pub const SEND_ALLOWANCE: Duration = Duration::from_millis(5);
+
+/// Judges a grant's deadline against the rule "the instant the store sent
+/// the request, plus the TTL granted", for a call made at `sent` and
+/// answered at `replied`, while the runner stalled up to `stalled`. The
+/// store's own send instant lies in between: a deadline up to
+/// [`SEND_ALLOWANCE`] past `sent + ttl` is fine, and up to `stalled` more
+/// when the runner stalled that long — never past `replied + ttl`.
+///
+/// # Errors
+/// What was measured, when the deadline is later than any send could
+/// explain.
+pub(crate) fn judge_deadline(
+    grant: &Grant,
+    sent: Instant,
+    replied: Instant,
+    stalled: Duration,
+) -> Result<(), String> {
+    let latest =
+        (sent + grant.ttl + SEND_ALLOWANCE + stalled).min(replied + grant.ttl + SEND_ALLOWANCE);
+    if grant.deadline <= sent + grant.ttl + SEND_ALLOWANCE || grant.deadline <= latest {
+        return Ok(());
+    }
+    Err(format!(
+        "the deadline is {:.1?} after the call was sent, later than the {:?} granted (the call took {:.1?}; the runner stalled at most {stalled:.1?})",
+        grant.deadline - sent,
+        grant.ttl,
+        replied - sent
+    ))
+}
 
 /// A grant with the instants its request was sent and its reply arrived.
 #[derive(Clone, Debug)]

@@ -40,13 +40,29 @@
 //! ```
 //!
 //! The tests come from the suite's own case lists, so a new case needs no
-//! change on your side. Cases that need a hook the factory lacks end *not
-//! run* — never passed — and fail their test unless the factory lists them
-//! in [`Factory::expected_not_run`], which makes them ignored. A factory
-//! whose backend is not there ([`Unavailable`]) makes every case ignored,
-//! with the reason on stderr. The `lease-conformance` binary runs the
-//! same cases against the in-memory store, Redis or etcd and writes a table,
-//! JUnit XML and JSON.
+//! change on your side.
+//!
+//! # Verdicts
+//!
+//! A case *passes* when the rule was checked and held, and *fails* only on
+//! evidence that the backend broke it: every failure names its
+//! [`lease_core::Rule`] and, for a judgement in time, the instants
+//! measured. A case whose runner was too slow to judge — a step it needed
+//! before a deadline came after it, or the runner stalled through a
+//! measurement — is tried again with twice the TTLs, up to
+//! [`STARVED_TRIES`] times, and then reported *inconclusive*: neither
+//! evidence nor a pass. Each try runs on a thread and a runtime of its own
+//! beside a ticker that notes how late that thread runs, so a stall is
+//! seen whether the machine or the store caused it.
+//!
+//! Cases that need a test hook declare it ([`Case::needs`]); they run
+//! exactly when the factory's [`Hooks::offered`] lists it, and are
+//! reported *not run*, naming the hook, otherwise. A factory whose backend
+//! is not there ([`Unavailable`]) makes every case ignored, loudly, on a
+//! developer's machine and failed where a backend is required
+//! ([`backend_required`]: `CI`, or `LEASE_CONFORMANCE_REQUIRE_BACKEND=1`).
+//! The `lease-conformance` binary runs the same cases against the
+//! in-memory store, Redis or etcd and writes a table, JUnit XML and JSON.
 //!
 //! Property test sizes come from the environment ([`Settings`]):
 //! `LEASE_CONFORMANCE_CASES`, `LEASE_CONFORMANCE_STEPS`,
@@ -55,6 +71,7 @@
 #[macro_use]
 pub mod cases;
 mod check;
+mod lag;
 mod properties;
 pub mod report;
 mod runner;
@@ -64,9 +81,10 @@ pub mod targets;
 pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};
 pub use runner::{
-    CASE_LIMIT, CaseReport, Outcome, all_cases, find_case, run_case, run_cases, test_main, trials,
+    CASE_LIMIT, CaseReport, Outcome, STARVED_TRIES, all_cases, backend_required, find_case,
+    run_case, run_cases, stamped, test_main, trials,
 };
-pub use subject::{Factory, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable};
+pub use subject::{Factory, Hook, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable};
 
 /// The `main` of a conformance test target (`harness = false`): one test
 /// per case of the suite, for a factory expression. Each failure is

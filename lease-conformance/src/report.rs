@@ -41,20 +41,25 @@ pub fn table(reports: &[CaseReport]) -> String {
     };
     let _ = writeln!(
         out,
-        "\nconformance: {} passed, {} failed, {} not run",
+        "\nconformance: {} passed, {} failed, {} inconclusive, {} not run",
         count("PASS"),
         count("FAIL"),
+        count("INCONCLUSIVE"),
         count("NOT RUN")
     );
     for r in reports {
-        if let Outcome::Failed(why) | Outcome::NotRun(why) | Outcome::Unavailable(why) = &r.outcome
+        if let Outcome::Failed(why)
+        | Outcome::Inconclusive(why)
+        | Outcome::NotRun(why)
+        | Outcome::Unavailable(why) = &r.outcome
         {
             let _ = writeln!(
                 out,
-                "\n{} {}\n  rule: {}\n  {}",
+                "\n{} {}\n  checks: {}\n  rules: lease_core::Rule::{}\n  {}",
                 r.outcome.label(),
                 r.name,
                 r.rule,
+                r.contract.join(", lease_core::Rule::"),
                 why.replace('\n', "\n  ")
             );
         }
@@ -62,7 +67,8 @@ pub fn table(reports: &[CaseReport]) -> String {
     out
 }
 
-/// JUnit XML, one test case per case; not-run cases are `<skipped>`.
+/// JUnit XML, one test case per case; inconclusive cases are `<error>`
+/// (the run could not judge them), not-run cases `<skipped>`.
 pub fn junit(target: &str, reports: &[CaseReport]) -> String {
     let mut suite = TestSuite::new(format!("lease-conformance {target}"));
     for r in reports {
@@ -71,6 +77,16 @@ pub fn junit(target: &str, reports: &[CaseReport]) -> String {
             Outcome::Failed(why) => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 status.set_message(why.lines().next().unwrap_or_default().to_owned());
+                status.set_description(why.clone());
+                status
+            }
+            // Not a failure of the backend: the runner could not judge.
+            Outcome::Inconclusive(why) => {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+                status.set_message(format!(
+                    "inconclusive: {}",
+                    why.lines().next().unwrap_or_default()
+                ));
                 status.set_description(why.clone());
                 status
             }

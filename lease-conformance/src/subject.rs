@@ -3,10 +3,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use async_trait::async_trait;
-use lease_core::{BoxError, DynLeaseStore, LeaseKey, MemoryStore};
+use std::time::Duration;
 
-use crate::Timing;
+use async_trait::async_trait;
+use lease_core::{BoxError, DynLeaseStore, Fence, Grant, LeaseKey, LeaseStore, MemoryStore};
+use tokio::time::Instant;
+
+use crate::lag::Lag;
+use crate::{CaseError, CaseResult, Timing};
 
 /// Gives each case a fresh, isolated store: a new random key prefix or
 /// namespace on a shared server, never a wiped server.
@@ -16,14 +20,10 @@ pub trait Factory: Send + Sync {
     ///
     /// # Errors
     /// When the backend cannot be reached; the case fails with the reason.
+    /// [`Unavailable`] says the backend is not there at all: the run reports
+    /// every case *not run* and, where a backend is required (`CI` set, or
+    /// `LEASE_CONFORMANCE_REQUIRE_BACKEND=1`), fails.
     async fn open(&self) -> Result<Subject, BoxError>;
-
-    /// Cases this backend knowingly cannot run (a test hook it lacks). Only
-    /// these may end *not run* without failing a stamped test; they are
-    /// still reported as not run, never as passed.
-    fn expected_not_run(&self) -> &[&str] {
-        &[]
-    }
 }
 
 /// The error a [`Factory`] returns when its backend is not there and a
@@ -40,39 +40,93 @@ impl std::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-/// Test hooks a backend may offer so that cases can create conditions the
-/// store's API cannot: a corrupt record, a restart that loses data. A hook
-/// that is not offered returns `None` and the cases needing it are *not
-/// run*.
+/// A test hook: a way for cases to create a condition the store's API
+/// cannot. A case that needs a hook runs exactly when the factory's
+/// [`Hooks::offered`] holds it; otherwise it is reported *not run*, naming
+/// the hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Hook {
+    /// [`Hooks::plant_corrupt_record`].
+    CorruptRecord,
+    /// [`Hooks::restart_server`].
+    RestartServer,
+    /// [`Hooks::second_client`].
+    SecondClient,
+    /// [`Hooks::stored_records`].
+    StoredRecords,
+}
+
+impl Hook {
+    /// Every hook.
+    pub const ALL: [Hook; 4] = [
+        Hook::CorruptRecord,
+        Hook::RestartServer,
+        Hook::SecondClient,
+        Hook::StoredRecords,
+    ];
+
+    /// The name of the [`Hooks`] method that provides it.
+    pub fn method(self) -> &'static str {
+        match self {
+            Hook::CorruptRecord => "plant_corrupt_record",
+            Hook::RestartServer => "restart_server",
+            Hook::SecondClient => "second_client",
+            Hook::StoredRecords => "stored_records",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.method())
+    }
+}
+
+/// Test hooks a backend may offer. [`Hooks::offered`] says which; the
+/// suite runs every case whose hooks are offered, and a hook method the
+/// factory offered but did not implement fails the case that called it.
 #[async_trait]
 pub trait Hooks: Send + Sync {
-    /// Stores unparseable bytes as the lease record of `key`.
-    async fn plant_corrupt_record(&self, _key: &LeaseKey) -> Option<Result<(), BoxError>> {
-        None
+    /// The hooks this backend implements: the cases needing them run.
+    fn offered(&self) -> &[Hook] {
+        &[]
+    }
+
+    /// Stores unparseable bytes as the lease record of `key`
+    /// ([`Hook::CorruptRecord`]).
+    async fn plant_corrupt_record(&self, _key: &LeaseKey) -> Result<(), BoxError> {
+        Err(not_implemented(Hook::CorruptRecord))
     }
 
     /// Restarts the server, losing whatever it does not persist; the store
-    /// must keep working afterwards (reconnecting as it must).
-    async fn restart_server(&self) -> Option<Result<(), BoxError>> {
-        None
+    /// must keep working afterwards, reconnecting as it must
+    /// ([`Hook::RestartServer`]).
+    async fn restart_server(&self) -> Result<(), BoxError> {
+        Err(not_implemented(Hook::RestartServer))
     }
 
     /// Another client of the same backend and namespace as the subject's
     /// store (its own connection, its own background work): what one
-    /// process does, another must see.
-    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
-        None
+    /// process does, another must see ([`Hook::SecondClient`]).
+    async fn second_client(&self) -> Result<DynLeaseStore, BoxError> {
+        Err(not_implemented(Hook::SecondClient))
     }
 
     /// How many records the backend keeps for this subject's namespace now:
     /// lease records live or ended, and anything it keeps per key to order
-    /// tokens. The suite checks that this stays O(live + recently ended).
-    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
-        None
+    /// tokens. The suite checks that this stays O(live + recently ended)
+    /// ([`Hook::StoredRecords`]).
+    async fn stored_records(&self) -> Result<usize, BoxError> {
+        Err(not_implemented(Hook::StoredRecords))
     }
 
     /// Called after each case, passed or not: remove what the case wrote.
     async fn finish(&self) {}
+}
+
+fn not_implemented(hook: Hook) -> BoxError {
+    format!("the hook {hook} is not implemented, though a case needing it ran").into()
 }
 
 /// Hooks for a backend that offers none.
@@ -133,6 +187,12 @@ pub struct Subject {
     /// How hard to work.
     pub settings: Settings,
     pub(crate) tries: AtomicU32,
+    /// Scales the case's TTLs: more on each try after a starved one.
+    pub(crate) room: u32,
+    /// When the case started: failures give instants relative to it.
+    pub(crate) started: Instant,
+    /// How late the runner ran, while the case runs.
+    pub(crate) lag: Lag,
 }
 
 impl Subject {
@@ -143,6 +203,9 @@ impl Subject {
             hooks: Arc::new(NoHooks),
             settings: Settings::from_env(),
             tries: AtomicU32::new(0),
+            room: 1,
+            started: Instant::now(),
+            lag: Lag::default(),
         }
     }
 
@@ -158,9 +221,131 @@ impl Subject {
         self
     }
 
-    /// TTLs and waits for this store.
+    /// TTLs and waits for this store, with the room this try has.
     pub fn timing(&self) -> Timing {
-        Timing::new(&self.store.capabilities())
+        let caps = self.store.capabilities();
+        Timing::new(&caps).with_room(self.room, &caps)
+    }
+
+    /// `at` as an instant of the case: milliseconds since it started.
+    pub fn at(&self, at: Instant) -> String {
+        match at.checked_duration_since(self.started) {
+            Some(since) => format!("+{:.1}ms", since.as_secs_f64() * 1e3),
+            None => format!("-{:.1}ms", (self.started - at).as_secs_f64() * 1e3),
+        }
+    }
+
+    /// The longest the runner itself stalled during `[from, to]`.
+    pub fn runner_lag(&self, from: Instant, to: Instant) -> Duration {
+        self.lag.worst(from, to)
+    }
+
+    /// Judges a delay the backend is allowed at most `allowed` for: `what`
+    /// took from `from` to `to`. Over the allowance it is a failure — unless
+    /// the runner itself stalled for the excess meanwhile, which makes it
+    /// starved (tried again, then inconclusive).
+    ///
+    /// # Errors
+    /// [`CaseError::Failed`] or [`CaseError::Starved`], each with the
+    /// instants measured.
+    pub fn within(&self, what: &str, from: Instant, to: Instant, allowed: Duration) -> CaseResult {
+        let took = to.saturating_duration_since(from);
+        if took <= allowed {
+            return Ok(());
+        }
+        let lag = self.runner_lag(from, to);
+        let measured = format!(
+            "{what} took {took:.1?} (from {} to {}), over the {allowed:?} allowed",
+            self.at(from),
+            self.at(to)
+        );
+        if took <= allowed + lag {
+            Err(CaseError::Starved(format!(
+                "{measured}, while the runner itself stalled for {lag:.1?}"
+            )))
+        } else {
+            Err(CaseError::Failed(format!(
+                "{measured}; the runner stalled at most {lag:.1?} meanwhile"
+            )))
+        }
+    }
+
+    /// Judges `grant`'s deadline for a call sent at `sent` and answered at
+    /// `replied` (see [`crate::check`]'s `judge_deadline`): it must be the
+    /// store's send instant plus the TTL granted.
+    ///
+    /// # Errors
+    /// [`CaseError::Failed`] with what was measured.
+    pub fn deadline_is_from_sending(
+        &self,
+        grant: &Grant,
+        sent: Instant,
+        replied: Instant,
+    ) -> CaseResult {
+        crate::check::judge_deadline(grant, sent, replied, self.runner_lag(sent, replied))
+            .map_err(|why| CaseError::Failed(format!("{}: {why}", grant.fence)))
+    }
+
+    /// Requires a step the rule's judgement depends on (`step`, done at
+    /// `at`) to have come before `deadline`; a later one means the runner
+    /// was too slow to judge.
+    ///
+    /// # Errors
+    /// [`CaseError::Starved`] naming both instants.
+    pub fn before(&self, step: &str, at: Instant, deadline: Instant) -> CaseResult {
+        if at < deadline {
+            return Ok(());
+        }
+        Err(CaseError::Starved(format!(
+            "{step} came at {}, {:.1?} after {}, the last moment it could be judged",
+            self.at(at),
+            at - deadline,
+            self.at(deadline)
+        )))
+    }
+
+    /// The verdict on an answer the rule forbids only before `deadline`:
+    /// broken when the answer came back (`replied`) before it — its effect
+    /// certainly happened in time — starved when it came back later, as the
+    /// effect may have happened after the deadline and the answer was
+    /// then correct.
+    pub fn broken_unless_late(&self, what: &str, replied: Instant, deadline: Instant) -> CaseError {
+        let measured = format!(
+            "{what} (reply at {}; the rule holds until {})",
+            self.at(replied),
+            self.at(deadline)
+        );
+        if replied < deadline {
+            CaseError::Failed(measured)
+        } else {
+            CaseError::Starved(format!(
+                "{measured}: the reply came {:.1?} too late to judge",
+                replied - deadline
+            ))
+        }
+    }
+
+    /// Checks that `fence` is live, as it must be until `live_until` (its
+    /// grant's `sent + ttl`).
+    ///
+    /// # Errors
+    /// As [`Subject::broken_unless_late`] when the check says it is not.
+    pub async fn expect_live(
+        &self,
+        store: &dyn LeaseStore,
+        fence: &Fence,
+        live_until: Instant,
+        what: &str,
+    ) -> CaseResult {
+        let asked = Instant::now();
+        if store.check(fence).await? {
+            return Ok(());
+        }
+        let what = format!(
+            "{what}: a check of {fence} asked at {} found it not live",
+            self.at(asked)
+        );
+        Err(self.broken_unless_late(&what, Instant::now(), live_until))
     }
 
     /// Records how many generated inputs a property case tried.
@@ -187,18 +372,23 @@ struct MemoryHooks(MemoryStore);
 
 #[async_trait]
 impl Hooks for MemoryHooks {
-    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+    fn offered(&self) -> &[Hook] {
+        // One process's memory has no server to restart.
+        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+    }
+
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
         self.0.plant_corrupt_record(key, "\u{0}not a record");
-        Some(Ok(()))
+        Ok(())
     }
 
-    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+    async fn second_client(&self) -> Result<DynLeaseStore, BoxError> {
         // In one process, a second handle on the same store.
-        Some(Ok(Arc::new(self.0.clone())))
+        Ok(Arc::new(self.0.clone()))
     }
 
-    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
-        Some(Ok(self.0.records_kept()))
+    async fn stored_records(&self) -> Result<usize, BoxError> {
+        Ok(self.0.records_kept())
     }
 }
 
@@ -207,10 +397,5 @@ impl Factory for MemoryFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let store = MemoryStore::new();
         Ok(Subject::new(Arc::new(store.clone())).with_hooks(Arc::new(MemoryHooks(store))))
-    }
-
-    fn expected_not_run(&self) -> &[&str] {
-        // One process's memory has no server to restart.
-        &["tokens_increase_across_server_restart"]
     }
 }

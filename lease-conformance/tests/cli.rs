@@ -36,7 +36,7 @@ fn memory_run_prints_the_table_and_writes_valid_reports() {
     );
     assert!(
         stdout.contains(&format!(
-            "conformance: {expected} passed, 0 failed, 0 not run"
+            "conformance: {expected} passed, 0 failed, 0 inconclusive, 0 not run"
         )),
         "{stdout}"
     );
@@ -70,7 +70,9 @@ fn not_run_cases_are_shown_as_such() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     assert!(
-        stdout.contains("NOT RUN") && stdout.contains("0 passed, 0 failed, 1 not run"),
+        stdout.contains("NOT RUN")
+            && stdout.contains("0 passed, 0 failed, 0 inconclusive, 1 not run")
+            && stdout.contains("needs the hook restart_server"),
         "{stdout}"
     );
 }

@@ -75,6 +75,7 @@ mod leaser;
 mod list;
 mod memory;
 mod round;
+pub mod rules;
 mod store;
 mod types;
 
@@ -90,7 +91,8 @@ pub use leaser::{Acquire, HeldLease, Leaser};
 pub use list::{Cursor, Listed, Page, list_all, list_all_markers};
 pub use memory::MemoryStore;
 pub use round::Round;
-pub use store::{Capabilities, DynLeaseStore, LeaseStore};
+pub use rules::Rule;
+pub use store::{Capabilities, DynLeaseStore, LeaseStore, Wakeup};
 pub use types::{Claim, Fence, FencingToken, Grant, Holder, LeaseRecord, MAX_HOLDER_PART_LEN};
 
 pub use async_trait::async_trait;

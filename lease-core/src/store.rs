@@ -36,11 +36,49 @@ pub struct Capabilities {
     /// How long an ended grant's record may be kept after its end (to order
     /// later tokens), before only live records and this window remain.
     pub record_retention: Duration,
+    /// How [`LeaseStore::wait_free`] learns that a key was freed.
+    pub wakeup: Wakeup,
+}
+
+/// How a waiter learns that a key was freed: what the store promises about
+/// [`LeaseStore::wait_free`]'s promptness. The conformance suite holds a
+/// store to what it declares: a store that declares notifications must wake
+/// a waiter well inside its fallback re-check, so notifications that
+/// silently fail are caught.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Wakeup {
+    /// Releases are pushed to waiters (a channel, etcd watch, Redis
+    /// pub/sub); expiry, which publishes nothing, and missed messages are
+    /// caught by a re-check at least every `recheck`.
+    Notified {
+        /// The fallback re-check interval.
+        recheck: Duration,
+    },
+    /// Waiters poll the key every `every`; a release is seen up to that
+    /// late.
+    Polled {
+        /// The polling interval.
+        every: Duration,
+    },
+}
+
+impl Wakeup {
+    /// The longest a waiter may take to see a release, past the delays of
+    /// the network and the scheduler: nothing when notified, one polling
+    /// interval when polled.
+    pub fn release_latency(&self) -> Duration {
+        match *self {
+            Wakeup::Notified { .. } => Duration::ZERO,
+            Wakeup::Polled { every } => every,
+        }
+    }
 }
 
 impl Capabilities {
-    /// Capabilities with millisecond TTLs from 1 ms to 30 days, no slack and
-    /// values up to 64 KiB; adjust with the `with_*` methods.
+    /// Capabilities with millisecond TTLs from 1 ms to 30 days, no slack,
+    /// values up to 64 KiB and waiters woken by notification (re-checked
+    /// every second); adjust with the `with_*` methods.
     pub fn new(backend: &'static str) -> Self {
         Self {
             backend,
@@ -50,7 +88,16 @@ impl Capabilities {
             expiry_slack: Duration::ZERO,
             max_value_len: 64 * 1024,
             record_retention: Duration::ZERO,
+            wakeup: Wakeup::Notified {
+                recheck: Duration::from_secs(1),
+            },
         }
+    }
+
+    /// Sets [`Capabilities::wakeup`].
+    pub fn with_wakeup(mut self, wakeup: Wakeup) -> Self {
+        self.wakeup = wakeup;
+        self
     }
 
     /// Sets [`Capabilities::min_ttl`].
@@ -146,6 +193,13 @@ impl Capabilities {
 /// [`LeaseError::is_indeterminate`]. TTLs are counted by the store's clock,
 /// never the caller's wall clock. Leases, markers and guarded values live in
 /// three separate key spaces: the same [`LeaseKey`] may name one of each.
+///
+/// The contract is stated rule by rule in [`Rule`]; each method names the
+/// rules it keeps, and the conformance suite checks each. Two rules shape
+/// every implementation: every grant ends by the server's clock whatever
+/// the client loses ([`Rule::BoundedByTheServer`]), and requests of one
+/// store may reach the server late and out of order
+/// ([`Rule::LateRequestsAreHarmless`]).
 #[async_trait]
 pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// What this backend can do: TTL limits and rounding, expiry slack.
@@ -160,6 +214,10 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// the live grant, acquired again with the same token, a refreshed TTL
     /// and `fresh == false`: a claim whose reply was lost can be retried.
     /// Otherwise busy with the live record.
+    ///
+    /// Keeps [`Rule::ClaimFreeKey`], [`Rule::ClaimBusyKey`],
+    /// [`Rule::ClaimOwnGrant`], [`Rule::TokensIncrease`] and
+    /// [`Rule::TtlsAreValidated`].
     ///
     /// # Errors
     /// [`LeaseError::InvalidTtl`] for a TTL the backend cannot grant;
@@ -176,6 +234,7 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// (compare-and-swap). The takeover gets a higher token. If a newer grant
     /// has replaced `observed`, busy with that newer record (unless it is
     /// `holder`'s own, which is returned as by a claim).
+    /// Keeps [`Rule::ReclaimComparesAndSwaps`].
     ///
     /// # Errors
     /// As [`LeaseStore::claim`].
@@ -188,6 +247,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Extends the grant `fence` proves by `ttl` from now, keeping its token.
     /// Never revives an expired grant, even if nobody claimed the key since.
+    /// Keeps [`Rule::RenewExtendsTheLiveGrant`] and
+    /// [`Rule::RenewRefusesAllElse`].
     ///
     /// # Errors
     /// [`LeaseError::Lost`], carrying the current record, when `fence` is not
@@ -202,19 +263,21 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// and one bad fence never fails the others.
     ///
     /// The default renews them all at once, one `renew` each; backends
-    /// with a batch form override it.
+    /// with a batch form override it. Keeps [`Rule::RenewManyAnswersEach`].
     async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
         join_all(renewals.iter().map(|(fence, ttl)| self.renew(fence, *ttl))).await
     }
 
     /// Ends the grant `fence` proves, if it is the current one; never touches
     /// a newer grant. Idempotent. Returns whether it released anything.
+    /// Keeps [`Rule::ReleaseOnlyTheCurrentGrant`].
     ///
     /// # Errors
     /// Timeouts and backend errors only.
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError>;
 
     /// The live grant on `key`, or `None` when there is none.
+    /// Keeps [`Rule::InspectShowsTheLiveGrant`].
     ///
     /// # Errors
     /// [`LeaseError::Corrupt`] naming the key when its record cannot be
@@ -222,7 +285,7 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError>;
 
     /// Sets a TTL-less marker (a "poison" flag). Succeeds when the marker is
-    /// absent or already holds `value`.
+    /// absent or already holds `value`. Keeps [`Rule::MarkersAreIfAbsent`].
     ///
     /// # Errors
     /// [`LeaseError::Conflict`] with the existing value when it holds another.
@@ -243,7 +306,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Writes `value` under `target` in the guarded key space, atomically
     /// with checking that `fence` is the current live grant: the check and
-    /// the write are one server-side step.
+    /// the write are one server-side step. Keeps
+    /// [`Rule::GuardedWritesAreFenced`].
     ///
     /// # Errors
     /// [`LeaseError::Lost`] (and nothing written) when `fence` is not the
@@ -264,7 +328,9 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// Resolves `Ok(true)` once `key` has no live grant (released, expired or
     /// never claimed), `Ok(false)` if `timeout` passes first. Woken by
     /// notification where the backend has it, with a timed re-check so a
-    /// missed notification or a silent expiry still wakes it.
+    /// missed notification or a silent expiry still wakes it. How promptly
+    /// is declared in [`Capabilities::wakeup`]. Keeps
+    /// [`Rule::WaitWakesWhenFree`].
     ///
     /// # Errors
     /// [`LeaseError::Corrupt`] is *not* returned: a corrupt record counts as
@@ -277,7 +343,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// grants are not listed. About `limit` entries a page, in no promised
     /// order; pass the page's `next` back for the next page. Every key live
     /// for the whole listing shows up on some page; a key that changed
-    /// during it may show up twice, or not at all.
+    /// during it may show up twice, or not at all. Keeps
+    /// [`Rule::ListShowsLiveGrants`].
     ///
     /// # Errors
     /// [`LeaseError::Unsupported`] when the backend cannot list (the
@@ -315,7 +382,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Whether `fence` is still the current live grant: what a holder asks
     /// just before acting. A `true` is only as good as the holder's deadline;
-    /// downstream writes should still carry the token.
+    /// downstream writes should still carry the token. Keeps
+    /// [`Rule::CheckFollowsTheLiveGrant`].
     ///
     /// # Errors
     /// Timeouts and backend errors; a corrupt record is `Ok(false)`.

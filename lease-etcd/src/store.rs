@@ -11,7 +11,7 @@ use etcd_client::{
 };
 use lease_core::{
     BatchStats, BatchedCalls, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError,
-    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page, with_timeout,
+    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page, Wakeup, with_timeout,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -479,6 +479,9 @@ impl LeaseStore for EtcdStore {
             // the revocation it proposes.
             .with_expiry_slack(Duration::from_secs(2))
             .with_max_value_len(1024 * 1024)
+            .with_wakeup(Wakeup::Notified {
+                recheck: self.inner.config.wait_recheck,
+            })
     }
 
     async fn claim(

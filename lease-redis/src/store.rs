@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lease_core::{
     BatchStats, BatchedCalls, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError,
-    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page, with_timeout,
+    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page, Wakeup, with_timeout,
 };
 use redis::aio::ConnectionManagerConfig;
 use redis::{FromRedisValue, Script};
@@ -796,7 +796,10 @@ impl LeaseStore for RedisStore {
             // rate differences between client and server.
             .with_ttl_granularity(Duration::from_millis(1))
             .with_expiry_slack(Duration::from_millis(10))
-            .with_max_value_len(16 * 1024 * 1024);
+            .with_max_value_len(16 * 1024 * 1024)
+            .with_wakeup(Wakeup::Notified {
+                recheck: self.inner.config.wait_recheck,
+            });
         match self.inner.config.restart_quarantine {
             // A longer grant could outlive the quarantine after a restart.
             Some(longest) => capabilities.with_max_ttl(longest),

@@ -5,19 +5,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lease_conformance::targets::{EtcdTarget, RedisTarget};
-use lease_conformance::{Factory, Hooks, Subject};
+use lease_conformance::{Factory, Hook, Hooks, Subject};
 use lease_core::{BoxError, LeaseKey};
 use tokio::sync::Mutex;
 
 use crate::{EtcdCluster, RedisOptions, RedisServer, ServerError, servers_required};
 
-/// External servers are not restarted by tests; the harness's own are.
-fn restart_not_run() -> &'static [&'static str] {
-    if crate::mode() == crate::Mode::External {
-        &["tokens_increase_across_server_restart"]
-    } else {
-        &[]
+/// The target's hooks, and restarting the server where the harness owns
+/// it: external servers are not restarted by tests.
+fn with_restart(inner: &dyn Hooks) -> Vec<Hook> {
+    let mut offered = inner.offered().to_vec();
+    if crate::mode() != crate::Mode::External {
+        offered.push(Hook::RestartServer);
     }
+    offered
 }
 
 /// A server that could not be started is `Unavailable` (the cases end not
@@ -44,6 +45,7 @@ pub struct RedisServerFactory {
 /// The target's hooks, plus restarting the server the case owns.
 struct ServerHooks<S> {
     inner: Arc<dyn Hooks>,
+    offered: Vec<Hook>,
     server: Mutex<S>,
 }
 
@@ -69,19 +71,23 @@ impl Restart for EtcdCluster {
 
 #[async_trait]
 impl<S: Restart> Hooks for ServerHooks<S> {
-    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+    fn offered(&self) -> &[Hook] {
+        &self.offered
+    }
+
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
         self.inner.plant_corrupt_record(key).await
     }
 
-    async fn restart_server(&self) -> Option<Result<(), BoxError>> {
-        Some(self.server.lock().await.restart().await.map_err(Into::into))
+    async fn restart_server(&self) -> Result<(), BoxError> {
+        self.server.lock().await.restart().await.map_err(Into::into)
     }
 
-    async fn second_client(&self) -> Option<Result<lease_core::DynLeaseStore, BoxError>> {
+    async fn second_client(&self) -> Result<lease_core::DynLeaseStore, BoxError> {
         self.inner.second_client().await
     }
 
-    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+    async fn stored_records(&self) -> Result<usize, BoxError> {
         self.inner.stored_records().await
     }
 
@@ -96,14 +102,11 @@ impl Factory for RedisServerFactory {
         let server = available(RedisServer::start_with(self.options.clone()).await)?;
         let subject = RedisTarget::new(server.url()).open().await?;
         let hooks = ServerHooks {
+            offered: with_restart(&*subject.hooks),
             inner: subject.hooks.clone(),
             server: Mutex::new(server),
         };
         Ok(subject.with_hooks(Arc::new(hooks)))
-    }
-
-    fn expected_not_run(&self) -> &[&str] {
-        restart_not_run()
     }
 }
 
@@ -117,14 +120,11 @@ impl Factory for EtcdServerFactory {
         let cluster = available(EtcdCluster::start().await)?;
         let subject = EtcdTarget::new(cluster.endpoints().to_vec()).open().await?;
         let hooks = ServerHooks {
+            offered: with_restart(&*subject.hooks),
             inner: subject.hooks.clone(),
             server: Mutex::new(cluster),
         };
         Ok(subject.with_hooks(Arc::new(hooks)))
-    }
-
-    fn expected_not_run(&self) -> &[&str] {
-        restart_not_run()
     }
 }
 
@@ -151,9 +151,5 @@ impl Factory for SharedRedisFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let url = available(self.url.clone().map_err(ServerError))?;
         RedisTarget::new(url).open().await
-    }
-
-    fn expected_not_run(&self) -> &[&str] {
-        &["tokens_increase_across_server_restart"]
     }
 }

@@ -23,6 +23,7 @@ fn joined<T>(results: Vec<Result<T, tokio::task::JoinError>>) -> Result<Vec<T>, 
 
 cases! {
     /// Concurrent reclaims of the same observed grant have exactly one winner, with a higher token; every other racer is busy with the winner's grant.
+    #[rule(ReclaimComparesAndSwaps)]
     async fn concurrent_reclaims_have_one_winner(s) {
         let t = s.timing();
         for round in 0..3 {
@@ -48,6 +49,7 @@ cases! {
     }
 
     /// Concurrent claims of one free key by one holder all get the one grant: the same token, exactly one of them fresh.
+    #[rule(ClaimOwnGrant)]
     async fn concurrent_claims_by_one_holder_share_one_grant(s) {
         let t = s.timing();
         for round in 0..3 {
@@ -69,6 +71,7 @@ cases! {
     }
 
     /// Concurrent claims of many keys, every other one held already, each get their own key's answer: a fresh grant of a free key for their own holder, which the key then shows, or busy with the holder of a held one.
+    #[rule(ClaimFreeKey)]
     async fn concurrent_claims_of_many_keys_each_get_their_own_grant(s) {
         let t = s.timing();
         let mut held = std::collections::HashMap::new();
@@ -102,6 +105,7 @@ cases! {
     }
 
     /// Concurrent releases of one grant release it exactly once.
+    #[rule(ReleaseOnlyTheCurrentGrant)]
     async fn concurrent_releases_release_once(s) {
         let t = s.timing();
         for round in 0..3 {
@@ -119,6 +123,7 @@ cases! {
     }
 
     /// A takeover racing the old holder's renewals wins for good: no renewal lands after it, none undoes it, and the old holder is refused afterwards.
+    #[rule(RenewRefusesAllElse)]
     async fn renewals_racing_a_takeover_never_undo_it(s) {
         let t = s.timing();
         for round in 0..3 {
@@ -160,6 +165,7 @@ cases! {
     }
 
     /// Concurrent puts of different values to one marker: exactly one is kept, and every other put fails with the kept value.
+    #[rule(MarkersAreIfAbsent)]
     async fn concurrent_marker_puts_keep_one_value(s) {
         for round in 0..3 {
             let k = key(&format!("atomic/marker/{round}"));
@@ -184,6 +190,7 @@ cases! {
     }
 
     /// Guarded writes racing a takeover stop at it: no write with the old fence lands after the takeover, and the new holder's write sticks.
+    #[rule(GuardedWritesAreFenced)]
     async fn guarded_writes_stop_at_a_takeover(s) {
         let t = s.timing();
         for round in 0..3 {

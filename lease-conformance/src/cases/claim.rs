@@ -2,11 +2,13 @@
 
 use lease_core::{Claim, LeaseError};
 
-use crate::check::{acquire, holder, key, timed_claim};
-use crate::{CaseError, ensure};
+use crate::cases::hook_failed;
+use crate::check::{Timed, acquire, holder, key, timed_claim};
+use crate::{CaseError, Hook, ensure};
 
 cases! {
     /// A claim on a key never claimed is acquired: fresh, with the TTL granted (rounded up, never down), visible to inspect.
+    #[rule(ClaimFreeKey)]
     async fn claim_acquires_a_free_key(s) {
         let t = s.timing();
         let (k, a) = (key("claim/free"), holder("a", "1"));
@@ -14,7 +16,7 @@ cases! {
         let grant = timed.value;
         ensure!(grant.fresh, "a first grant must be fresh: {grant:?}");
         // A later deadline would let the holder act after others may hold it.
-        ensure!(grant.deadline <= timed.sent + grant.ttl + crate::check::SEND_ALLOWANCE, "deadline {:?} after sending is later than the TTL granted", grant.deadline - timed.sent);
+        s.deadline_is_from_sending(&grant, timed.sent, timed.replied)?;
         ensure!(grant.fence.holder == a && grant.fence.key == k, "grant names the wrong key/holder: {grant:?}");
         ensure!(grant.ttl >= t.ttl, "granted {:?}, less than the {:?} asked for", grant.ttl, t.ttl);
         let record = s.store.inspect(&k).await?;
@@ -23,6 +25,7 @@ cases! {
     }
 
     /// A live grant makes every other holder's claim busy, with the live record.
+    #[rule(ClaimBusyKey)]
     async fn claim_is_busy_while_another_holds(s) {
         let t = s.timing();
         let k = key("claim/busy");
@@ -35,6 +38,7 @@ cases! {
     }
 
     /// The same holder id with another incarnation is another holder: busy.
+    #[rule(ClaimBusyKey)]
     async fn claim_by_other_incarnation_is_busy(s) {
         let t = s.timing();
         let k = key("claim/incarnation");
@@ -45,23 +49,27 @@ cases! {
     }
 
     /// A claim by the current holder (same id and incarnation) succeeds again with the same token, not fresh, and refreshes the TTL: a claim whose reply was lost can be retried.
+    #[rule(ClaimOwnGrant)]
     async fn claim_by_current_holder_keeps_token(s) {
         let t = s.timing();
         let (k, a) = (key("claim/again"), holder("a", "1"));
         let first = acquire(&*s.store, &k, &a, t.ttl).await?;
-        tokio::time::sleep(t.ttl * 3 / 4).await;
-        let again = acquire(&*s.store, &k, &a, t.ttl).await?;
-        ensure!(again.value.token() == first.value.token(), "token changed on re-claim: {:?} then {:?}", first.value.token(), again.value.token());
-        ensure!(!again.value.fresh, "a re-claim must say it was not fresh");
+        tokio::time::sleep_until(first.sent + t.ttl * 3 / 4).await;
+        let again = timed_claim(&*s.store, &k, &a, t.ttl).await?;
+        // Only while the first grant is certainly live must the re-claim
+        // find it; after, a fresh grant is also correct.
+        let first_end = first.sent + first.value.ttl;
+        let again = match again.value {
+            Claim::Acquired(grant) if !grant.fresh && grant.token() == first.value.token() => Timed { value: grant, sent: again.sent, replied: again.replied },
+            other => return Err(s.broken_unless_late(&format!("a re-claim by the holder of token {} gave {other:?}, not the same token and not fresh", first.value.token()), again.replied, first_end)),
+        };
         // Past the first grant's end, the refreshed one is still live.
         tokio::time::sleep_until(first.replied + t.ttl + t.slack + std::time::Duration::from_millis(20)).await;
-        if tokio::time::Instant::now() < again.sent + t.ttl {
-            ensure!(s.store.check(&again.value.fence).await?, "the re-claim did not refresh the TTL");
-        }
-        Ok(())
+        s.expect_live(&*s.store, &again.value.fence, again.sent + again.value.ttl, "past the first grant's end, the re-claim did not refresh the TTL").await
     }
 
     /// After a release, the next grant on the key gets a higher token.
+    #[rule(TokensIncrease)]
     async fn claim_after_release_gets_higher_token(s) {
         let t = s.timing();
         let k = key("claim/after-release");
@@ -74,6 +82,7 @@ cases! {
     }
 
     /// A grant expires by the store's clock; the next grant gets a higher token.
+    #[rule(TokensIncrease)]
     async fn claim_after_expiry_gets_higher_token(s) {
         let t = s.timing();
         let k = key("claim/after-expiry");
@@ -85,14 +94,13 @@ cases! {
     }
 
     /// A corrupt record counts as no live grant: a claim takes it over, repairing it, with a token above every earlier one.
+    #[needs(CorruptRecord)]
+    #[rule(ClaimFreeKey)]
     async fn claim_repairs_a_corrupt_record(s) {
         let t = s.timing();
         let k = key("claim/corrupt");
         let before = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
-        match s.hooks.plant_corrupt_record(&k).await {
-            None => return Err(CaseError::NotRun("the factory offers no plant_corrupt_record hook".into())),
-            Some(planted) => planted.map_err(|e| CaseError::Failed(format!("planting failed: {e}")))?,
-        }
+        s.hooks.plant_corrupt_record(&k).await.map_err(hook_failed(Hook::CorruptRecord))?;
         let repaired = acquire(&*s.store, &k, &holder("b", "1"), t.long_ttl).await?.value;
         ensure!(repaired.token() > before.token(), "token {} after repair is not above {}", repaired.token(), before.token());
         let record = s.store.inspect(&k).await?;
@@ -101,14 +109,13 @@ cases! {
     }
 
     /// Tokens keep increasing across a server restart that loses the data.
+    #[needs(RestartServer)]
+    #[rule(TokensIncrease)]
     async fn tokens_increase_across_server_restart(s) {
         let t = s.timing();
         let k = key("claim/restart");
         let before = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
-        match s.hooks.restart_server().await {
-            None => return Err(CaseError::NotRun("the factory offers no restart_server hook".into())),
-            Some(done) => done.map_err(|e| CaseError::Failed(format!("restart failed: {e}")))?,
-        }
+        s.hooks.restart_server().await.map_err(hook_failed(Hook::RestartServer))?;
         // The first calls after a restart may meet a reconnecting client.
         let mut last_error = None;
         for _ in 0..50 {

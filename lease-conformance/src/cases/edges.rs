@@ -44,6 +44,7 @@ fn fence(key: &LeaseKey, holder: &Holder, token: lease_core::FencingToken) -> Fe
 
 cases! {
     /// Claim, reclaim and renew each refuse a zero TTL, one below the minimum and one above the maximum with InvalidTtl naming the key, and change nothing; the maximum TTL itself is granted by each.
+    #[rule(TtlsAreValidated)]
     async fn every_operation_validates_its_ttl(s) {
         let caps = s.store.capabilities();
         let t = s.timing();
@@ -68,28 +69,36 @@ cases! {
     }
 
     /// A renewal sets the TTL from its own request, in either direction: a longer one keeps the grant past the first TTL, a shorter one ends it by the shorter TTL.
+    #[rule(RenewExtendsTheLiveGrant)]
     async fn renewal_changes_the_ttl_both_ways(s) {
         let t = s.timing();
         let (k, a) = (key("edges/renew-ttl"), holder("a", "1"));
         let first = acquire(&*s.store, &k, &a, t.ttl).await?;
         let longer = t.ttl + t.slack + t.steady_ttl;
         let sent = Instant::now();
-        let renewed = s.store.renew(&first.value.fence, longer).await?;
+        let renewed = match s.store.renew(&first.value.fence, longer).await {
+            Ok(renewed) => renewed,
+            Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant gave {e}"), Instant::now(), first.sent + first.value.ttl)),
+        };
         ensure!(renewed.ttl >= longer, "asked {longer:?}, granted {:?}", renewed.ttl);
         t.sleep_past_expiry(first.replied, first.value.ttl).await;
-        if Instant::now() < sent + longer {
-            ensure!(s.store.check(&first.value.fence).await?, "the longer renewal ended with the first TTL");
-        }
+        s.expect_live(&*s.store, &first.value.fence, sent + longer, "past the first TTL, the longer renewal ended with it").await?;
+        let longer_end = sent + longer;
         let sent = Instant::now();
-        let shorter = s.store.renew(&first.value.fence, t.ttl).await?;
+        let shorter = match s.store.renew(&first.value.fence, t.ttl).await {
+            Ok(renewed) => renewed,
+            Err(e) => return Err(s.broken_unless_late(&format!("renewing with a shorter TTL gave {e}"), Instant::now(), longer_end)),
+        };
         let replied = Instant::now();
-        ensure!(shorter.deadline <= sent + shorter.ttl + crate::check::SEND_ALLOWANCE, "the shorter renewal's deadline is {:?} after sending", shorter.deadline - sent);
+        s.deadline_is_from_sending(&shorter, sent, replied)?;
         t.sleep_past_expiry(replied, shorter.ttl).await;
-        ensure!(!s.store.check(&first.value.fence).await?, "a renewal with a shorter TTL kept the longer one");
+        let asked = Instant::now();
+        ensure!(!s.store.check(&first.value.fence).await?, "a renewal with a shorter TTL kept the longer one: renewed at {} for {:?}, yet live when checked at {}", s.at(sent), shorter.ttl, s.at(asked));
         Ok(())
     }
 
     /// Time left counts down with the store's clock: right after a claim it is about the TTL granted, and later it is less by about the time passed.
+    #[rule(InspectShowsTheLiveGrant)]
     async fn time_left_counts_down(s) {
         let caps = s.store.capabilities();
         let t = s.timing();
@@ -111,6 +120,7 @@ cases! {
     }
 
     /// Holders are told apart by id and incarnation exactly, whatever they contain: separators, spaces, non-ASCII text, the longest parts allowed, ids that are prefixes of others. A look-alike is busy, and its forged fence is refused by renew, release, check and guarded writes.
+    #[rule(NamesAreExact)]
     async fn look_alike_holders_stay_apart(s) {
         let t = s.timing();
         let long = "h".repeat(MAX_HOLDER_PART_LEN);
@@ -144,6 +154,7 @@ cases! {
     }
 
     /// Keys that look alike once escaped or folded are different leases: a separator and its escape, letter case, composed and decomposed accents, hash-tag braces.
+    #[rule(NamesAreExact)]
     async fn look_alike_keys_stay_apart(s) {
         let t = s.timing();
         let keys = [
@@ -173,6 +184,7 @@ cases! {
     }
 
     /// A fence from an older grant of the same holder is not the live grant: check is false, renew and guarded writes are refused, and release releases nothing.
+    #[rule(RenewRefusesAllElse)]
     async fn older_grants_of_the_same_holder_are_refused(s) {
         let t = s.timing();
         let (k, a) = (key("edges/older"), holder("a", "1"));
@@ -192,6 +204,7 @@ cases! {
     }
 
     /// Guarded values keep every byte, from empty to exactly the declared limit (all 256 byte values); one byte more is refused and writes nothing. Markers keep multi-byte text up to the limit.
+    #[rule(GuardedWritesAreFenced)]
     async fn values_keep_every_byte_up_to_the_limit(s) {
         let caps = s.store.capabilities();
         let t = s.timing();

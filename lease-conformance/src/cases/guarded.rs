@@ -7,6 +7,7 @@ use crate::{CaseError, ensure};
 
 cases! {
     /// A guarded write with the live fence is applied and readable.
+    #[rule(GuardedWritesAreFenced)]
     async fn guarded_write_applies_with_the_live_fence(s) {
         let t = s.timing();
         let (k, target) = (key("guarded/lease"), key("guarded/data"));
@@ -19,6 +20,7 @@ cases! {
     }
 
     /// A guarded write with a superseded, released or expired fence is refused with Lost and writes nothing.
+    #[rule(GuardedWritesAreFenced)]
     async fn guarded_write_refused_without_the_live_fence(s) {
         let t = s.timing();
         let (k, target) = (key("guarded/refused"), key("guarded/refused-data"));

@@ -10,6 +10,7 @@ use crate::{CaseError, ensure};
 
 cases! {
     /// Inspect of a key never claimed is none.
+    #[rule(InspectShowsTheLiveGrant)]
     async fn inspect_of_a_free_key_is_none(s) {
         let record = s.store.inspect(&key("inspect/never")).await?;
         ensure!(record.is_none(), "a key never claimed shows {record:?}");
@@ -17,6 +18,7 @@ cases! {
     }
 
     /// Inspect shows the live grant's holder, token, and time left (positive, at most the TTL granted).
+    #[rule(InspectShowsTheLiveGrant)]
     async fn inspect_shows_holder_token_and_time_left(s) {
         let t = s.timing();
         let (k, a) = (key("inspect/live"), holder("a", "1"));
@@ -28,6 +30,7 @@ cases! {
     }
 
     /// Once inspect shows a key free, its grant has ended: the holder's renewal is refused with Lost, check refuses the fence, and another holder's claim is granted fresh. A store that rounds time left down to nothing, or reads the end from a clock other than the one that deletes the grant, shows a free key its holder can still renew.
+    #[rule(InspectShowsTheLiveGrant)]
     async fn a_key_inspect_shows_free_is_ended(s) {
         let t = s.timing();
         let (k, a, b) = (key("inspect/free-means-ended"), holder("a", "1"), holder("b", "1"));
@@ -35,8 +38,12 @@ cases! {
         let fence = claimed.value.fence.clone();
         // Generous: how soon the grant ends is other cases' concern.
         let give_up = claimed.replied + claimed.value.ttl + t.slack + Duration::from_secs(2);
-        while s.store.inspect(&k).await?.is_some() {
-            ensure!(Instant::now() < give_up, "the grant still shows {:?} after its claim", claimed.sent.elapsed());
+        loop {
+            let asked = Instant::now();
+            if s.store.inspect(&k).await?.is_none() {
+                break;
+            }
+            ensure!(asked < give_up, "the grant still shows when inspected at {}, claimed at {} for {:?}", s.at(asked), s.at(claimed.sent), claimed.value.ttl);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let shown_free = claimed.sent.elapsed();
@@ -51,12 +58,11 @@ cases! {
     }
 
     /// A record that cannot be parsed is an error naming the key — distinct from none.
+    #[needs(CorruptRecord)]
+    #[rule(InspectShowsTheLiveGrant)]
     async fn inspect_reports_a_corrupt_record(s) {
         let k = key("inspect/corrupt");
-        match s.hooks.plant_corrupt_record(&k).await {
-            None => return Err(CaseError::NotRun("the factory offers no plant_corrupt_record hook".into())),
-            Some(planted) => planted.map_err(|e| CaseError::Failed(format!("planting failed: {e}")))?,
-        }
+        s.hooks.plant_corrupt_record(&k).await.map_err(crate::cases::hook_failed(crate::Hook::CorruptRecord))?;
         match s.store.inspect(&k).await {
             Err(LeaseError::Corrupt { key, .. }) => ensure!(key == k, "the error names {key}, not {k}"),
             other => ensure!(false, "inspect of a corrupt record gave {other:?}"),
@@ -65,6 +71,7 @@ cases! {
     }
 
     /// Keys are stored exactly: escaped segments, non-ASCII text and 512-byte keys come back as they went in, and keys that share a prefix do not collide.
+    #[rule(NamesAreExact)]
     async fn keys_are_stored_exactly(s) {
         let t = s.timing();
         let a = holder("a", "1");

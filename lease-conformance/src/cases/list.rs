@@ -83,6 +83,7 @@ async fn listed(
 
 cases! {
     /// Listing a prefix shows every live grant on it and below it — with holder, token and time left — and nothing else: not look-alike keys beside it (`a` lists `a` and `a/…`, never `ab`), not released grants, not markers.
+    #[rule(ListShowsLiveGrants)]
     async fn list_shows_live_grants_under_a_prefix(s) {
         let t = s.timing();
         let (a, b) = (holder("a", "1"), holder("b", "1"));
@@ -113,6 +114,7 @@ cases! {
     }
 
     /// Grants that expired are not listed.
+    #[rule(ListShowsLiveGrants)]
     async fn list_leaves_out_expired_grants(s) {
         let t = s.timing();
         let short = acquire(&*s.store, &key("list/expired/short"), &holder("a", "1"), t.ttl).await?;
@@ -125,13 +127,12 @@ cases! {
     }
 
     /// A corrupt record is listed as corrupt, beside the live grants, never as free or held.
+    #[needs(CorruptRecord)]
+    #[rule(ListShowsLiveGrants)]
     async fn list_reports_corrupt_records(s) {
         let t = s.timing();
         let k = key("list/corrupt/bad");
-        match s.hooks.plant_corrupt_record(&k).await {
-            None => return Err(CaseError::NotRun("the factory offers no plant_corrupt_record hook".into())),
-            Some(planted) => planted.map_err(|e| CaseError::Failed(format!("planting failed: {e}")))?,
-        }
+        s.hooks.plant_corrupt_record(&k).await.map_err(crate::cases::hook_failed(crate::Hook::CorruptRecord))?;
         acquire(&*s.store, &key("list/corrupt/good"), &holder("a", "1"), t.long_ttl).await?;
         let found = listed(&*s.store, &key("list/corrupt"), 100).await?;
         match found.get(k.as_str()) {
@@ -143,6 +144,7 @@ cases! {
     }
 
     /// Paging through a listing a few entries at a time shows every live grant and ends.
+    #[rule(ListShowsLiveGrants)]
     async fn list_pages_through_every_grant(s) {
         let t = s.timing();
         let mut expected = Vec::new();
@@ -160,6 +162,7 @@ cases! {
     }
 
     /// Listing markers shows every marker set on a prefix and below it, with its value, and no lease.
+    #[rule(ListShowsLiveGrants)]
     async fn list_markers_shows_markers_under_a_prefix(s) {
         let t = s.timing();
         s.store.put_marker(&key("list/markers/a"), "one").await?;

@@ -7,6 +7,7 @@ use crate::{CaseError, ensure};
 
 cases! {
     /// Putting a marker succeeds when it is absent or already equal, and fails with the existing value when it differs.
+    #[rule(MarkersAreIfAbsent)]
     async fn marker_put_is_if_absent_or_equal(s) {
         let k = key("marker/put");
         s.store.put_marker(&k, "op-1").await?;
@@ -21,6 +22,7 @@ cases! {
     }
 
     /// Deleting a marker needs the equal value; an absent marker is fine; a different value is a conflict that deletes nothing.
+    #[rule(MarkersAreIfAbsent)]
     async fn marker_delete_only_with_the_equal_value(s) {
         let k = key("marker/delete");
         ensure!(!s.store.delete_marker(&k, "x").await?, "deleting an absent marker said it deleted");
@@ -33,6 +35,7 @@ cases! {
     }
 
     /// Markers have no TTL and live apart from leases: the same key can name a lease and a marker.
+    #[rule(MarkersAreIfAbsent)]
     async fn markers_do_not_expire_or_collide_with_leases(s) {
         let t = s.timing();
         let k = key("marker/apart");
@@ -44,6 +47,7 @@ cases! {
     }
 
     /// Marker values up to the declared size limit are kept byte for byte; larger ones are refused before any write.
+    #[rule(MarkersAreIfAbsent)]
     async fn marker_values_are_kept_exactly(s) {
         let caps = s.store.capabilities();
         let k = key("marker/value");
@@ -60,6 +64,7 @@ cases! {
     }
 
     /// Markers never expire: one put is still there seconds later, through a lease on the same key being claimed, released and expiring.
+    #[rule(MarkersAreIfAbsent)]
     async fn markers_outlive_seconds_and_leases(s) {
         let t = s.timing();
         let k = key("marker/lasting");

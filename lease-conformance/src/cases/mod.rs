@@ -4,17 +4,33 @@
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
-use crate::{CaseResult, Subject};
+use crate::{CaseResult, Hook, Subject};
 
 /// A case as the runner sees it.
 #[derive(Clone, Copy)]
 pub struct Case {
     /// The case's name (its function's name).
     pub name: &'static str,
-    /// The rule it checks (its doc line).
+    /// What it checks (its doc line).
     pub rule: &'static str,
+    /// The rules of the contract it checks.
+    pub contract: &'static [lease_core::Rule],
+    /// The test hooks it needs: it runs exactly when the factory offers
+    /// them all.
+    pub needs: &'static [Hook],
     /// Runs it.
     pub run: fn(Arc<Subject>) -> BoxFuture<'static, CaseResult>,
+}
+
+impl Case {
+    /// The hooks this case needs that `offered` lacks.
+    pub fn missing(&self, offered: &[Hook]) -> Vec<Hook> {
+        self.needs
+            .iter()
+            .copied()
+            .filter(|hook| !offered.contains(hook))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Case {
@@ -24,14 +40,20 @@ impl std::fmt::Debug for Case {
 }
 
 /// Declares cases: each becomes a `pub async fn` taking the subject, and an
-/// entry of the module's `CASES` with its doc as the rule.
+/// entry of the module's `CASES` with its doc as what it checks, the rule of
+/// the contract named in `#[rule(...)]` and the hooks named in
+/// `#[needs(...)]` as what it needs.
 macro_rules! cases {
     ($(
         $(#[doc = $doc:literal])+
+        $(#[needs($($hook:ident),+)])?
+        #[rule($($rule:ident),+)]
         async fn $name:ident($subject:ident) $body:block
     )*) => {
         $(
             $(#[doc = $doc])+
+            #[doc = ""]
+            #[doc = concat!("Checks", $(" [`lease_core::Rule::", stringify!($rule), "`]"),+, ".")]
             pub async fn $name($subject: &$crate::Subject) -> $crate::CaseResult $body
         )*
 
@@ -39,6 +61,8 @@ macro_rules! cases {
             $crate::Case {
                 name: stringify!($name),
                 rule: concat!($($doc),+),
+                needs: &[$($($crate::Hook::$hook),+)?],
+                contract: &[$(lease_core::Rule::$rule),+],
                 run: |subject| Box::pin(async move { $name(&subject).await }),
             }
         ),*];
@@ -80,4 +104,9 @@ pub fn all() -> Vec<Case> {
         crate::properties::CASES,
     ]
     .concat()
+}
+
+/// Turns a hook's failure into the case's.
+pub(crate) fn hook_failed(hook: Hook) -> impl FnOnce(lease_core::BoxError) -> crate::CaseError {
+    move |error| crate::CaseError::Failed(format!("the {hook} hook failed: {error}"))
 }

@@ -7,6 +7,7 @@ use crate::ensure;
 
 cases! {
     /// Reclaim takes over the observed live grant with a higher token; the old fence is then lost.
+    #[rule(ReclaimComparesAndSwaps)]
     async fn reclaim_takes_over_the_observed_grant(s) {
         let t = s.timing();
         let k = key("reclaim/takeover");
@@ -22,6 +23,7 @@ cases! {
     }
 
     /// Reclaim is a compare-and-swap: if a newer grant replaced the observed one, it is busy with that newer record.
+    #[rule(ReclaimComparesAndSwaps)]
     async fn reclaim_loses_to_a_newer_grant(s) {
         let t = s.timing();
         let k = key("reclaim/cas");
@@ -41,6 +43,7 @@ cases! {
     }
 
     /// A reclaim retried by its winner (reply lost) gets the same grant back, not a new token.
+    #[rule(ClaimOwnGrant)]
     async fn reclaim_retry_by_the_winner_keeps_token(s) {
         let t = s.timing();
         let k = key("reclaim/retry");
@@ -56,6 +59,7 @@ cases! {
     }
 
     /// Reclaim of a key whose grant has ended acquires it like a claim, with a higher token.
+    #[rule(ReclaimComparesAndSwaps)]
     async fn reclaim_of_a_free_key_acquires(s) {
         let t = s.timing();
         let k = key("reclaim/free");

@@ -16,12 +16,14 @@ const BATCHES: usize = 6;
 
 cases! {
     /// Nothing grows forever per key ever used: after many keys are each claimed once and ended (three in four released, the rest expired), and the declared record retention has passed, the backend keeps fewer records than one batch of keys (a sixth of those used).
+    #[needs(StoredRecords)]
+    #[rule(MemoryStaysBounded)]
     async fn records_stay_bounded_by_live_and_recent_grants(s) {
         let t = s.timing();
         let caps = s.store.capabilities();
         let run = rand::random::<u32>();
         let a = holder("a", "1");
-        let live = acquire(&*s.store, &key(&format!("records/{run}/live")), &a, t.long_ttl).await?.value;
+        let live = acquire(&*s.store, &key(&format!("records/{run}/live")), &a, t.long_ttl).await?;
         for batch in 0..BATCHES {
             let keys = (0..PER_BATCH).map(|i| key(&format!("records/{run}/{batch}/{i}")));
             futures::stream::iter(keys.enumerate())
@@ -42,13 +44,10 @@ cases! {
             tokio::time::sleep(t.ttl + t.slack).await;
         }
         tokio::time::sleep_until(Instant::now() + caps.record_retention + Duration::from_millis(100)).await;
-        let kept = match s.hooks.stored_records().await {
-            None => return Err(CaseError::NotRun("the factory offers no stored_records hook".into())),
-            Some(counted) => counted.map_err(|e| CaseError::Failed(format!("counting records failed: {e}")))?,
-        };
+        let kept = s.hooks.stored_records().await.map_err(crate::cases::hook_failed(crate::Hook::StoredRecords))?;
         let used = PER_BATCH * BATCHES;
         ensure!(kept < PER_BATCH, "{kept} records are kept after {used} keys were each used once and ended (one grant is live)");
-        ensure!(s.store.check(&live.fence).await?, "the live grant did not survive");
+        s.expect_live(&*s.store, &live.value.fence, live.sent + live.value.ttl, "the live grant did not survive").await?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use crate::ensure;
 
 cases! {
     /// Release ends the live grant at once: another holder can claim immediately.
+    #[rule(ReleaseOnlyTheCurrentGrant)]
     async fn release_frees_the_key(s) {
         let t = s.timing();
         let k = key("release/frees");
@@ -16,6 +17,7 @@ cases! {
     }
 
     /// Release is idempotent: a second release succeeds and says it released nothing.
+    #[rule(ReleaseOnlyTheCurrentGrant)]
     async fn release_is_idempotent(s) {
         let t = s.timing();
         let k = key("release/twice");
@@ -26,6 +28,7 @@ cases! {
     }
 
     /// Release with an old fence never clears a newer grant.
+    #[rule(ReleaseOnlyTheCurrentGrant)]
     async fn release_never_clears_a_newer_grant(s) {
         let t = s.timing();
         let k = key("release/newer");
@@ -42,6 +45,7 @@ cases! {
     }
 
     /// Release of an expired grant releases nothing.
+    #[rule(ReleaseOnlyTheCurrentGrant)]
     async fn release_of_an_expired_grant_releases_nothing(s) {
         let t = s.timing();
         let k = key("release/expired");

@@ -1,6 +1,9 @@
 //! Renew: extend the live grant, keeping its token; refuse everything else.
 
+use std::time::Duration;
+
 use lease_core::{Fence, Holder, LeaseError};
+use tokio::time::Instant;
 
 use crate::check::{acquire, holder, key};
 use crate::{CaseError, CaseResult, ensure};
@@ -19,25 +22,31 @@ fn expect_lost(what: &str, result: Result<lease_core::Grant, LeaseError>) -> Cas
 
 cases! {
     /// Renewing the live grant keeps its token and extends it by the TTL from now.
+    #[rule(RenewExtendsTheLiveGrant)]
     async fn renew_keeps_token_and_extends(s) {
         let t = s.timing();
         let k = key("renew/extend");
         let first = acquire(&*s.store, &k, &holder("a", "1"), t.ttl).await?;
-        tokio::time::sleep(t.ttl * 3 / 4).await;
-        let sent = tokio::time::Instant::now();
-        let renewed = s.store.renew(&first.value.fence, t.ttl).await?;
+        let first_end = first.sent + first.value.ttl;
+        tokio::time::sleep_until(first.sent + t.ttl * 3 / 4).await;
+        let sent = Instant::now();
+        let renewed = s.store.renew(&first.value.fence, t.ttl).await;
+        let replied = Instant::now();
+        let renewed = match renewed {
+            Ok(renewed) => renewed,
+            Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant gave {e}"), replied, first_end)),
+        };
         ensure!(renewed.fence == first.value.fence, "renewal changed the fence: {renewed:?}");
         ensure!(!renewed.fresh, "a renewal is not fresh");
-        ensure!(renewed.deadline <= sent + renewed.ttl + crate::check::SEND_ALLOWANCE, "deadline {:?} after sending is later than the TTL granted", renewed.deadline - sent);
+        s.deadline_is_from_sending(&renewed, sent, replied)?;
         ensure!(renewed.ttl >= t.ttl, "renewal granted {:?}, less than the {:?} asked for", renewed.ttl, t.ttl);
-        tokio::time::sleep_until(first.replied + t.ttl + t.slack + std::time::Duration::from_millis(20)).await;
-        if tokio::time::Instant::now() < sent + renewed.ttl {
-            ensure!(s.store.check(&first.value.fence).await?, "the renewal did not extend the grant");
-        }
-        Ok(())
+        // Past the first grant's certain end, the renewed one is still live.
+        tokio::time::sleep_until(first.replied + t.ttl + t.slack + Duration::from_millis(20)).await;
+        s.expect_live(&*s.store, &first.value.fence, sent + renewed.ttl, "past the first grant's end, the renewal did not extend it").await
     }
 
     /// Renewal never revives an expired grant, even when nobody claimed the key since.
+    #[rule(RenewRefusesAllElse)]
     async fn renew_never_revives_an_expired_grant(s) {
         let t = s.timing();
         let k = key("renew/expired");
@@ -49,6 +58,7 @@ cases! {
     }
 
     /// Renewal of a released grant is refused with Lost.
+    #[rule(RenewRefusesAllElse)]
     async fn renew_refuses_a_released_grant(s) {
         let t = s.timing();
         let k = key("renew/released");
@@ -58,6 +68,7 @@ cases! {
     }
 
     /// Renewal of a superseded grant is refused with Lost carrying the newer record, which stays untouched.
+    #[rule(RenewRefusesAllElse)]
     async fn renew_refuses_a_superseded_grant(s) {
         let t = s.timing();
         let k = key("renew/superseded");
@@ -78,6 +89,7 @@ cases! {
     }
 
     /// A fence the store never granted (wrong token, wrong incarnation) cannot renew.
+    #[rule(RenewRefusesAllElse)]
     async fn renew_refuses_unknown_fences(s) {
         let t = s.timing();
         let k = key("renew/unknown");
@@ -92,6 +104,7 @@ cases! {
     }
 
     /// A batch renewal answers every fence as `renew` would, in order, each on its own: live grants renewed with their own TTL and deadline; released, superseded, expired and unknown fences refused with Lost (the superseded one carrying the newer record); an invalid TTL refused with InvalidTtl; and none of the refusals disturbs the others.
+    #[rule(RenewManyAnswersEach)]
     async fn renew_many_answers_each_fence_as_renew_would(s) {
         let t = s.timing();
         let (a, b) = (holder("a", "1"), holder("b", "1"));
@@ -114,8 +127,9 @@ cases! {
             (other.fence.clone(), t.ttl),
             (other.fence.clone(), std::time::Duration::ZERO),
         ];
-        let sent = tokio::time::Instant::now();
+        let sent = Instant::now();
         let results = s.store.renew_many(&batch).await;
+        let replied = Instant::now();
         ensure!(results.len() == batch.len(), "{} results for a batch of {}", results.len(), batch.len());
         let mut results = results.into_iter();
         let mut next = || results.next().expect("counted");
@@ -123,7 +137,7 @@ cases! {
             Ok(grant) => {
                 ensure!(grant.fence == live.fence && !grant.fresh, "the live grant came back as {grant:?}");
                 ensure!(grant.ttl >= t.long_ttl, "renewed for {:?}, not the {:?} asked", grant.ttl, t.long_ttl);
-                ensure!(grant.deadline <= sent + grant.ttl + crate::check::SEND_ALLOWANCE, "deadline {:?} after sending is later than the TTL granted", grant.deadline - sent);
+                s.deadline_is_from_sending(&grant, sent, replied)?;
             }
             Err(e) => ensure!(false, "renewing the live grant in a batch failed: {e}"),
         }
@@ -152,6 +166,7 @@ cases! {
     }
 
     /// A batch renewal extends every live grant in it by its TTL from the call: none of them expires at its first deadline.
+    #[rule(RenewManyAnswersEach)]
     async fn renew_many_extends_every_live_grant(s) {
         let t = s.timing();
         let a = holder("a", "1");
@@ -159,20 +174,31 @@ cases! {
         for i in 0..40 {
             grants.push(acquire(&*s.store, &key(&format!("many/extend/{i}")), &a, t.ttl).await?);
         }
-        let last_replied = grants.last().map(|g| g.replied).unwrap_or_else(tokio::time::Instant::now);
-        tokio::time::sleep(t.ttl * 3 / 4).await;
+        let (first, last) = (&grants[0], &grants[grants.len() - 1]);
+        // Renew three quarters into the first grant's TTL: each grant is
+        // certainly live until its own claim was sent + TTL.
+        tokio::time::sleep_until(first.sent + t.ttl * 3 / 4).await;
         let batch: Vec<_> = grants.iter().map(|g| (g.value.fence.clone(), t.ttl)).collect();
-        let sent = tokio::time::Instant::now();
+        let sent = Instant::now();
         let results = s.store.renew_many(&batch).await;
+        let replied = Instant::now();
         ensure!(results.len() == batch.len(), "{} results for a batch of {}", results.len(), batch.len());
-        for (i, result) in results.iter().enumerate() {
-            ensure!(result.as_ref().is_ok_and(|g| g.fence == batch[i].0), "renewal {i} of the batch gave {result:?}");
-        }
-        tokio::time::sleep_until(last_replied + t.ttl + t.slack + std::time::Duration::from_millis(20)).await;
-        if tokio::time::Instant::now() < sent + t.ttl {
-            for (fence, _) in &batch {
-                ensure!(s.store.check(fence).await?, "{fence} expired at its first deadline although the batch renewed it");
+        for (i, (result, grant)) in results.iter().zip(&grants).enumerate() {
+            match result {
+                Ok(renewed) => ensure!(renewed.fence == batch[i].0, "renewal {i} of the batch answered for {}", renewed.fence),
+                Err(e) => {
+                    let what = format!(
+                        "renewal {i} of a batch of {} (sent at {}) gave {e}; its grant was claimed at {} for {:?}",
+                        batch.len(), s.at(sent), s.at(grant.sent), grant.value.ttl
+                    );
+                    return Err(s.broken_unless_late(&what, replied, grant.sent + grant.value.ttl));
+                }
             }
+        }
+        tokio::time::sleep_until(last.replied + t.ttl + t.slack + Duration::from_millis(20)).await;
+        for (i, (fence, _)) in batch.iter().enumerate() {
+            let what = format!("past its first deadline, grant {i} renewed by the batch sent at {} is gone", s.at(sent));
+            s.expect_live(&*s.store, fence, sent + t.ttl, &what).await?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use etcd_client::{Client, DeleteOptions};
 use lease_core::{BoxError, DynLeaseStore, LeaseKey};
 use lease_etcd::{EtcdConfig, EtcdStore};
 
-use crate::{Factory, Hooks, Subject};
+use crate::{Factory, Hook, Hooks, Subject};
 
 /// Opens an [`EtcdStore`] on `endpoints` with a fresh key prefix per case,
 /// offers the corrupt-record hook, and deletes the prefix afterwards.
@@ -31,30 +31,33 @@ struct EtcdHooks {
 
 #[async_trait]
 impl Hooks for EtcdHooks {
-    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+    fn offered(&self) -> &[Hook] {
+        // A server someone else runs is not restarted by the suite.
+        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+    }
+
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
         let mut client = self.client.clone();
         let planted = client
             .put(self.store.record_key(key), "\u{0}not a lease record", None)
             .await;
-        Some(planted.map(drop).map_err(Into::into))
+        planted.map(drop).map_err(Into::into)
     }
 
-    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+    async fn second_client(&self) -> Result<DynLeaseStore, BoxError> {
         let store = EtcdStore::connect(self.config.clone()).await;
-        Some(
-            store
-                .map(|s| Arc::new(s) as DynLeaseStore)
-                .map_err(Into::into),
-        )
+        store
+            .map(|s| Arc::new(s) as DynLeaseStore)
+            .map_err(Into::into)
     }
 
-    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
+    async fn stored_records(&self) -> Result<usize, BoxError> {
         let mut client = self.client.clone();
         let options = etcd_client::GetOptions::new()
             .with_prefix()
             .with_count_only();
         let counted = client.get(self.store.key_prefix(), Some(options)).await;
-        Some(counted.map(|r| r.count() as usize).map_err(Into::into))
+        counted.map(|r| r.count() as usize).map_err(Into::into)
     }
 
     async fn finish(&self) {
@@ -81,10 +84,5 @@ impl Factory for EtcdTarget {
             config,
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
-    }
-
-    fn expected_not_run(&self) -> &[&str] {
-        // A cluster someone else runs is not restarted by the suite.
-        &["tokens_increase_across_server_restart"]
     }
 }

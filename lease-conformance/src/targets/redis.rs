@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lease_core::{BoxError, DynLeaseStore, LeaseKey};
 use lease_redis::{RedisConfig, RedisStore};
 
-use crate::{Factory, Hooks, Subject};
+use crate::{Factory, Hook, Hooks, Subject};
 
 /// Opens a [`RedisStore`] on `url` with a fresh namespace per case, offers
 /// the corrupt-record hook, and deletes the namespace's keys afterwards.
@@ -56,7 +56,12 @@ impl RedisHooks {
 
 #[async_trait]
 impl Hooks for RedisHooks {
-    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Option<Result<(), BoxError>> {
+    fn offered(&self) -> &[Hook] {
+        // A server someone else runs is not restarted by the suite.
+        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+    }
+
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
         let planted = async {
             let mut set = redis::cmd("SET");
             set.arg(self.store.record_key(key))
@@ -64,20 +69,18 @@ impl Hooks for RedisHooks {
             let _: () = self.store.query_namespace(&set).await?;
             Ok(())
         };
-        Some(planted.await)
+        planted.await
     }
 
-    async fn second_client(&self) -> Option<Result<DynLeaseStore, BoxError>> {
+    async fn second_client(&self) -> Result<DynLeaseStore, BoxError> {
         let store = RedisStore::connect(self.config.clone()).await;
-        Some(
-            store
-                .map(|s| Arc::new(s) as DynLeaseStore)
-                .map_err(Into::into),
-        )
+        store
+            .map(|s| Arc::new(s) as DynLeaseStore)
+            .map_err(Into::into)
     }
 
-    async fn stored_records(&self) -> Option<Result<usize, BoxError>> {
-        Some(self.namespace_keys().await.map(|keys| keys.len()))
+    async fn stored_records(&self) -> Result<usize, BoxError> {
+        self.namespace_keys().await.map(|keys| keys.len())
     }
 
     async fn finish(&self) {
@@ -119,10 +122,5 @@ impl Factory for RedisTarget {
             config,
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
-    }
-
-    fn expected_not_run(&self) -> &[&str] {
-        // A server someone else runs is not restarted by the suite.
-        &["tokens_increase_across_server_restart"]
     }
 }
