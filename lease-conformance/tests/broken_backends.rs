@@ -98,6 +98,28 @@ enum Flaw {
     /// Waiters are woken only by a re-check every 500 ms, though the store
     /// declares notifications: they silently fail.
     NotificationsDead,
+    /// Keys compared by their first 300 bytes only.
+    KeysTruncated,
+    /// Grants end after half an hour at most, whatever TTL they report.
+    MaxTtlCut,
+    /// A batch answers a key's later fences as its first fence was.
+    RenewManyByKey,
+    /// A batch compares holder ids, not incarnations.
+    RenewManyIgnoresIncarnation,
+    /// An empty batch is answered with an error.
+    RenewManyEmptyAnswered,
+    /// Pages by offset: a key ended before the cursor makes the next page
+    /// skip one.
+    ListPagesByOffset,
+    /// Returns everything on one page, whatever the limit.
+    ListIgnoresLimit,
+    /// Matches prefixes on the decoded text, so an escaped `/` splits a
+    /// segment.
+    ListPrefixDecoded,
+    /// Lists the time left of a grant's first TTL, not of its renewals.
+    ListStaleTimeLeft,
+    /// Inspect answers from a copy it read up to a second ago.
+    InspectCached,
     /// Not a broken rule: now and then a renewal blocks the runner's
     /// thread for a while after it is decided, as a starved machine does. The suite must never call this
     /// backend broken.
@@ -129,6 +151,8 @@ struct State {
     releases: u64,
     /// Writes per key, for the flawed wait that wakes on any.
     writes: HashMap<LeaseKey, u64>,
+    /// When each grant's first TTL ends, for the stale listing.
+    first_expiry: HashMap<(LeaseKey, u64), Instant>,
 }
 
 /// A small store of its own, correct unless told otherwise.
@@ -140,6 +164,8 @@ struct Flawed {
     misrouted: Mutex<Option<Claim>>,
     /// Renewals so far, for the stalling double.
     renewals: AtomicU64,
+    /// What inspect read, and when, for the caching flaw.
+    inspected: Mutex<HashMap<LeaseKey, (Instant, Option<LeaseRecord>)>>,
 }
 
 impl Flawed {
@@ -176,6 +202,8 @@ impl Flawed {
             LeaseKey::new(key.as_str().to_lowercase()).expect("still valid")
         } else if self.has(Flaw::KeysPercentDecoded) {
             LeaseKey::new(key.as_str().replace("%2F", "/")).expect("still valid")
+        } else if self.has(Flaw::KeysTruncated) {
+            LeaseKey::new(key.as_str().get(..300).unwrap_or(key.as_str())).expect("still valid")
         } else {
             key.clone()
         }
@@ -228,6 +256,8 @@ impl Flawed {
             now + Duration::from_secs(86_400)
         } else if self.has(Flaw::ExpiresEarly) {
             now + ttl / 2
+        } else if self.has(Flaw::MaxTtlCut) {
+            now + ttl.min(Duration::from_secs(1800))
         } else {
             now + ttl
         }
@@ -287,6 +317,10 @@ impl Flawed {
             ttl,
         };
         *state.writes.entry(self.filed(key)).or_default() += 1;
+        state
+            .first_expiry
+            .entry((self.filed(key), token))
+            .or_insert(rec.expires_at);
         state.leases.insert(self.filed(key), Ok(rec.clone()));
         state.last.insert(self.filed(key), rec);
         let fence = Fence {
@@ -466,8 +500,39 @@ impl LeaseStore for Flawed {
         renewed
     }
     async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        if renewals.is_empty() && self.has(Flaw::RenewManyEmptyAnswered) {
+            return vec![Err(LeaseError::Unsupported {
+                backend: "flawed",
+                op: Op::Renew,
+            })];
+        }
         let mut results = Vec::new();
         for (fence, ttl) in renewals {
+            let first_of_key = renewals.iter().map(|(f, _)| f).find(|f| f.key == fence.key);
+            if self.has(Flaw::RenewManyByKey) && first_of_key != Some(fence) {
+                let first = first_of_key.expect("this key is in the batch");
+                results.push(self.renew(first, *ttl).await.map(|g| Grant {
+                    fence: fence.clone(),
+                    ..g
+                }));
+                continue;
+            }
+            let live = self.live(&self.state.lock().unwrap(), &fence.key, Instant::now());
+            if self.has(Flaw::RenewManyIgnoresIncarnation)
+                && let Some(rec) = live.filter(|rec| {
+                    rec.holder.id() == fence.holder.id() && rec.token == fence.token.0
+                })
+            {
+                let real = Fence {
+                    holder: rec.holder,
+                    ..fence.clone()
+                };
+                results.push(self.renew(&real, *ttl).await.map(|g| Grant {
+                    fence: fence.clone(),
+                    ..g
+                }));
+                continue;
+            }
             let ttl = match renewals.first() {
                 Some((_, first)) if self.has(Flaw::RenewManyFirstTtl) => *first,
                 _ => *ttl,
@@ -533,21 +598,20 @@ impl LeaseStore for Flawed {
     }
 
     async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
-        let now = Instant::now();
-        let state = self.state.lock().unwrap();
-        if let Some(Err(content)) = state.leases.get(&self.filed(key)) {
-            if self.has(Flaw::CorruptReadsAsFree) {
-                return Ok(None);
+        if self.has(Flaw::InspectCached) {
+            if let Some((read, record)) = self.inspected.lock().unwrap().get(key)
+                && read.elapsed() < Duration::from_secs(1)
+            {
+                return Ok(record.clone());
             }
-            return Err(LeaseError::Corrupt {
-                key: key.clone(),
-                detail: content.clone(),
-            });
+            let record = self.inspect_now(key)?;
+            self.inspected
+                .lock()
+                .unwrap()
+                .insert(key.clone(), (Instant::now(), record.clone()));
+            return Ok(record);
         }
-        Ok(self
-            .live(&state, key, now)
-            .filter(|rec| !self.has(Flaw::InspectFreesEarly) || rec.expires_at > now + rec.ttl / 2)
-            .map(|rec| self.record(key, &rec, now)))
+        self.inspect_now(key)
     }
 
     async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
@@ -617,7 +681,13 @@ impl LeaseStore for Flawed {
                     detail: detail.clone(),
                 }),
                 Some(Ok(rec)) if rec.expires_at > now || self.has(Flaw::ListIncludesExpired) => {
-                    Some(Listed::Held(self.record(key, rec, now)))
+                    let mut record = self.record(key, rec, now);
+                    if self.has(Flaw::ListStaleTimeLeft)
+                        && let Some(first) = state.first_expiry.get(&(key.clone(), rec.token))
+                    {
+                        record.remaining = first.saturating_duration_since(now);
+                    }
+                    Some(Listed::Held(record))
                 }
                 _ => None,
             }
@@ -754,6 +824,24 @@ impl Flawed {
         Ok(renewed)
     }
 
+    fn inspect_now(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        let now = Instant::now();
+        let state = self.state.lock().unwrap();
+        if let Some(Err(content)) = state.leases.get(&self.filed(key)) {
+            if self.has(Flaw::CorruptReadsAsFree) {
+                return Ok(None);
+            }
+            return Err(LeaseError::Corrupt {
+                key: key.clone(),
+                detail: content.clone(),
+            });
+        }
+        Ok(self
+            .live(&state, key, now)
+            .filter(|rec| !self.has(Flaw::InspectFreesEarly) || rec.expires_at > now + rec.ttl / 2)
+            .map(|rec| self.record(key, &rec, now)))
+    }
+
     /// A marker's value, unless the flawed TTL ended it.
     /// Up to `limit` entries of `keys` under `prefix`, in key order after
     /// `from`.
@@ -765,15 +853,39 @@ impl Flawed {
         limit: usize,
         mut entry: impl FnMut(&LeaseKey) -> Option<T>,
     ) -> Page<T> {
+        let decoded =
+            |k: &LeaseKey| LeaseKey::new(k.as_str().replace("%2F", "/")).expect("still valid");
+        let by_offset = self.has(Flaw::ListPagesByOffset);
         keys.retain(|k| {
             let under = if self.has(Flaw::ListByTextPrefix) {
                 k.as_str().starts_with(prefix.as_str())
+            } else if self.has(Flaw::ListPrefixDecoded) {
+                decoded(k).is_under(&decoded(prefix))
             } else {
                 k.is_under(prefix)
             };
-            under && from.is_none_or(|c| k.as_str() > c.0.as_str())
+            under && (by_offset || from.is_none_or(|c| k.as_str() > c.0.as_str()))
         });
         keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let limit = if self.has(Flaw::ListIgnoresLimit) {
+            usize::MAX
+        } else {
+            limit
+        };
+        if by_offset {
+            let skip = from.and_then(|c| c.0.parse::<usize>().ok()).unwrap_or(0);
+            let more = keys.len() > skip + limit.max(1);
+            let entries = keys
+                .iter()
+                .skip(skip)
+                .take(limit.max(1))
+                .filter_map(&mut entry)
+                .collect();
+            return Page {
+                entries,
+                next: more.then(|| Cursor((skip + limit.max(1)).to_string())),
+            };
+        }
         if from.is_some() && self.has(Flaw::ListLosesAtPageBreaks) && !keys.is_empty() {
             keys.remove(0);
         }
@@ -851,6 +963,7 @@ impl Factory for FlawedFactory {
             state: Mutex::default(),
             misrouted: Mutex::default(),
             renewals: AtomicU64::new(0),
+            inspected: Mutex::default(),
         });
         Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store))))
     }
@@ -1009,4 +1122,14 @@ caught! {
     losing_keys_at_page_breaks_is_caught: ListLosesAtPageBreaks => ["list_pages_through_every_grant", "list_markers_shows_markers_under_a_prefix"];
     ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
     dead_notifications_are_caught: NotificationsDead => ["wait_wakes_on_release", "release_is_seen_by_other_clients"];
+    truncated_keys_are_caught: KeysTruncated => ["longest_keys_sharing_a_prefix_stay_apart"];
+    a_cut_maximum_ttl_is_caught: MaxTtlCut => ["a_grant_at_the_maximum_ttl_lasts_that_long"];
+    a_batch_answering_by_key_is_caught: RenewManyByKey => ["renew_many_answers_odd_batches_entry_by_entry"];
+    a_batch_ignoring_incarnations_is_caught: RenewManyIgnoresIncarnation => ["renew_many_answers_odd_batches_entry_by_entry"];
+    an_answered_empty_batch_is_caught: RenewManyEmptyAnswered => ["renew_many_answers_odd_batches_entry_by_entry"];
+    paging_by_offset_is_caught: ListPagesByOffset => ["list_keeps_steady_keys_while_others_come_and_go"];
+    ignoring_the_page_size_is_caught: ListIgnoresLimit => ["list_keeps_steady_keys_while_others_come_and_go"];
+    decoded_prefixes_are_caught: ListPrefixDecoded => ["list_matches_escaped_segments_and_shows_renewed_time_left"];
+    stale_listed_time_left_is_caught: ListStaleTimeLeft => ["list_matches_escaped_segments_and_shows_renewed_time_left"];
+    cached_inspects_are_caught: InspectCached => ["inspect_shows_other_clients_changes_at_once"];
 }

@@ -340,7 +340,7 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// The live grants on `prefix` and the keys below it (`jobs` lists
     /// `jobs` and `jobs/…`, never `jobs2`), with holder, token and time
     /// left, and the corrupt records among them; expired and released
-    /// grants are not listed. About `limit` entries a page, in no promised
+    /// grants are not listed. At most `limit` entries a page, in no promised
     /// order; pass the page's `next` back for the next page. Every key live
     /// for the whole listing shows up on some page; a key that changed
     /// during it may show up twice, or not at all. Keeps

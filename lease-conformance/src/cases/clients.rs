@@ -86,4 +86,28 @@ cases! {
         }
         Ok(())
     }
+
+    /// Inspect reads the store, not a copy: what one client changes, another client's inspect shows at once — a release, a new holder, a renewal's time left.
+    #[needs(SecondClient)]
+    #[rule(ClientsAgree)]
+    async fn inspect_shows_other_clients_changes_at_once(s) {
+        let t = s.timing();
+        let other = second_client(s).await?;
+        let k = key("clients/inspect");
+        let first = acquire(&*s.store, &k, &holder("a", "1"), t.steady_ttl).await?.value;
+        let seen = other.inspect(&k).await?;
+        ensure!(seen.as_ref().is_some_and(|r| r.is(&first.fence)), "the other client shows {seen:?}, not the grant");
+        ensure!(s.store.release(&first.fence).await?, "release of the live grant released nothing");
+        let seen = other.inspect(&k).await?;
+        ensure!(seen.is_none(), "after a release, the other client still shows {seen:?}");
+        let next = acquire(&*s.store, &k, &holder("b", "1"), t.steady_ttl).await?.value;
+        let seen = other.inspect(&k).await?;
+        ensure!(seen.as_ref().is_some_and(|r| r.is(&next.fence)), "after a new claim, the other client shows {seen:?}");
+        let sent = Instant::now();
+        let renewed = s.store.renew(&next.fence, t.long_ttl).await?;
+        let seen = other.inspect(&k).await?.ok_or_else(|| CaseError::Failed("the renewed grant is gone for the other client".into()))?;
+        let step = s.store.capabilities().ttl_granularity;
+        ensure!(seen.remaining + sent.elapsed() + step >= renewed.ttl, "after a renewal for {:?}, the other client shows {:?} left", renewed.ttl, seen.remaining);
+        Ok(())
+    }
 }

@@ -231,4 +231,44 @@ cases! {
         ensure!(back.as_deref() == Some(text.as_str()), "a {}-byte marker read back as {:?} bytes", text.len(), back.map(|b| b.len()));
         Ok(())
     }
+
+    /// Keys of the longest length allowed that differ only in their last byte are two leases: each is granted, shown, listed and released on its own.
+    #[rule(NamesAreExact)]
+    async fn longest_keys_sharing_a_prefix_stay_apart(s) {
+        let t = s.timing();
+        let stem = format!("edges/long/{}", "k".repeat(lease_core::MAX_KEY_LEN - "edges/long/".len() - 1));
+        let (one, two) = (key(&format!("{stem}1")), key(&format!("{stem}2")));
+        ensure!(one.as_str().len() == lease_core::MAX_KEY_LEN, "the case's key is {} bytes", one.as_str().len());
+        let first = acquire(&*s.store, &one, &holder("a", "1"), t.long_ttl).await?.value;
+        let second = acquire(&*s.store, &two, &holder("b", "1"), t.long_ttl).await?.value;
+        for (k, grant) in [(&one, &first), (&two, &second)] {
+            let record = s.store.inspect(k).await?;
+            ensure!(record.as_ref().is_some_and(|r| r.is(&grant.fence)), "inspect of the {}-byte key {}…{} shows {record:?}", k.as_str().len(), &k.as_str()[..16], &k.as_str()[k.as_str().len() - 4..]);
+        }
+        let listed = lease_core::list_all(&*s.store, &key("edges/long")).await?;
+        ensure!(listed.len() == 2, "listing the two longest keys gave {} entries", listed.len());
+        ensure!(s.store.release(&first.fence).await?, "release of the first longest key released nothing");
+        ensure!(s.store.check(&second.fence).await?, "releasing one longest key ended the other");
+        Ok(())
+    }
+
+    /// A grant at the maximum TTL lasts that long: its time left, shown and listed, is the maximum less the time passed — not cut short by an overflow or a cap below the declared maximum.
+    #[rule(TtlsAreValidated)]
+    async fn a_grant_at_the_maximum_ttl_lasts_that_long(s) {
+        let caps = s.store.capabilities();
+        let k = key("edges/max-ttl/held");
+        let claimed = acquire(&*s.store, &k, &holder("a", "1"), caps.max_ttl).await?;
+        let step = caps.ttl_granularity.max(Duration::from_millis(1));
+        let record = s.store.inspect(&k).await?.ok_or_else(|| CaseError::Failed("no record for a live grant".into()))?;
+        let short = |remaining: Duration| remaining + claimed.sent.elapsed() + step < caps.max_ttl;
+        ensure!(!short(record.remaining), "a grant for the maximum {:?} shows {:?} left", caps.max_ttl, record.remaining);
+        let listed = lease_core::list_all(&*s.store, &key("edges/max-ttl")).await?;
+        match listed.first() {
+            Some(lease_core::Listed::Held(r)) => ensure!(!short(r.remaining), "a grant for the maximum {:?} is listed with {:?} left", caps.max_ttl, r.remaining),
+            other => ensure!(false, "the grant at the maximum TTL is listed as {other:?}"),
+        }
+        let renewed = s.store.renew(&claimed.value.fence, caps.max_ttl).await?;
+        ensure!(renewed.ttl == caps.max_ttl, "renewed for the maximum {:?}, granted {:?}", caps.max_ttl, renewed.ttl);
+        Ok(())
+    }
 }

@@ -182,4 +182,66 @@ cases! {
         ensure!(entries == expected, "listing markers gave {entries:?}, not {expected:?}");
         Ok(())
     }
+
+    /// A key live for a whole listing shows up on some page even while other keys come and go between pages, and no page holds more entries than asked.
+    #[rule(ListShowsLiveGrants)]
+    async fn list_keeps_steady_keys_while_others_come_and_go(s) {
+        let t = s.timing();
+        let a = holder("a", "1");
+        let prefix = key("list/churn");
+        let mut steady = Vec::new();
+        let mut coming = Vec::new();
+        for i in 0..30 {
+            let grant = acquire(&*s.store, &key(&format!("list/churn/{i:02}")), &a, t.long_ttl).await?.value;
+            // Every third key goes away during the listing.
+            if i % 3 == 0 { coming.push(grant) } else { steady.push(grant.fence.key.as_str().to_owned()) }
+        }
+        // Ended earliest first: keys already listed, before the cursor.
+        coming.reverse();
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<Cursor>, 0);
+        loop {
+            let page = s.store.list(&prefix, cursor.as_ref(), 4).await?;
+            ensure!(page.entries.len() <= 4, "a page asked for 4 entries held {}", page.entries.len());
+            seen.extend(page.entries.iter().map(|e| e.key().as_str().to_owned()));
+            // Between pages: a key already listed ends, and a new key comes
+            // after the ones still to be listed.
+            if let Some(gone) = coming.pop() {
+                s.store.release(&gone.fence).await?;
+                acquire(&*s.store, &key(&format!("list/churn/9{pages:02}")), &a, t.long_ttl).await?;
+            }
+            pages += 1;
+            match page.next {
+                Some(next) if pages < MAX_PAGES => cursor = Some(next),
+                Some(_) => return Err(never_ends()),
+                None => break,
+            }
+        }
+        let missing: Vec<_> = steady.iter().filter(|k| !seen.contains(k)).collect();
+        ensure!(missing.is_empty(), "keys live for the whole listing were not listed: {missing:?} (paged 4 at a time while keys came and went)");
+        Ok(())
+    }
+
+    /// A prefix matches whole segments as the keys were built: a segment holding an escaped `/` is one segment, never the two it looks like; and a listed grant shows the time left of its latest renewal.
+    #[rule(ListShowsLiveGrants)]
+    async fn list_matches_escaped_segments_and_shows_renewed_time_left(s) {
+        let t = s.timing();
+        let a = holder("a", "1");
+        let escaped = LeaseKey::from_segments(["list", "esc", "a/b", "x"]).expect("valid");
+        let nested = key("list/esc/a/b/y");
+        acquire(&*s.store, &escaped, &a, t.long_ttl).await?;
+        let claimed = acquire(&*s.store, &nested, &a, t.steady_ttl).await?.value;
+        let under_escaped = listed(&*s.store, &LeaseKey::from_segments(["list", "esc", "a/b"]).expect("valid"), 10).await?;
+        ensure!(under_escaped.keys().eq([escaped.as_str()]), "listing the escaped segment a%2Fb gave {:?}", under_escaped.keys().collect::<Vec<_>>());
+        let under_path = listed(&*s.store, &key("list/esc/a"), 10).await?;
+        ensure!(under_path.keys().eq([nested.as_str()]), "listing list/esc/a gave {:?}, not only {nested}", under_path.keys().collect::<Vec<_>>());
+        let sent = tokio::time::Instant::now();
+        let renewed = s.store.renew(&claimed.fence, t.long_ttl).await?;
+        let found = listed(&*s.store, &key("list/esc/a"), 10).await?;
+        let Some(Listed::Held(record)) = found.get(nested.as_str()) else {
+            return Err(CaseError::Failed(format!("the renewed grant is not listed: {found:?}")));
+        };
+        let step = s.store.capabilities().ttl_granularity;
+        ensure!(record.remaining + sent.elapsed() + step >= renewed.ttl, "after a renewal for {:?}, the listing shows {:?} left", renewed.ttl, record.remaining);
+        Ok(())
+    }
 }

@@ -202,4 +202,38 @@ cases! {
         }
         Ok(())
     }
+
+    /// Odd batches are answered as `renew` would answer each entry: an empty batch gets no answers; the same live fence twice is renewed twice; a superseded fence beside the live one of the same key is refused while the live one is renewed; a fence naming another incarnation of the holder is refused and leaves the grant alone.
+    #[rule(RenewManyAnswersEach)]
+    async fn renew_many_answers_odd_batches_entry_by_entry(s) {
+        let t = s.timing();
+        let (a, b) = (holder("a", "1"), holder("b", "1"));
+        ensure!(s.store.renew_many(&[]).await.is_empty(), "an empty batch got answers");
+        let twice = acquire(&*s.store, &key("many/odd/twice"), &a, t.long_ttl).await?.value;
+        let old = acquire(&*s.store, &key("many/odd/taken"), &a, t.long_ttl).await?.value;
+        let newer = s.store.reclaim(&old.fence, &b, t.long_ttl).await?.acquired();
+        let newer = newer.ok_or_else(|| CaseError::Failed("reclaim of a live grant refused".into()))?;
+        let forged = Fence { holder: holder("a", "2"), ..twice.fence.clone() };
+        let batch = vec![
+            (twice.fence.clone(), t.long_ttl),
+            (twice.fence.clone(), t.long_ttl),
+            (old.fence.clone(), t.long_ttl),
+            (newer.fence.clone(), t.long_ttl),
+            (forged.clone(), t.long_ttl),
+        ];
+        let results = s.store.renew_many(&batch).await;
+        ensure!(results.len() == batch.len(), "{} results for a batch of {}", results.len(), batch.len());
+        for (i, result) in results.iter().enumerate() {
+            let expect_ok = matches!(i, 0 | 1 | 3);
+            match result {
+                Ok(grant) => ensure!(expect_ok && grant.fence == batch[i].0, "entry {i} ({}) was renewed: {grant:?}", batch[i].0),
+                Err(LeaseError::Lost { .. }) => ensure!(!expect_ok, "entry {i} ({}) was refused as lost", batch[i].0),
+                Err(e) => ensure!(false, "entry {i} ({}) gave {e}", batch[i].0),
+            }
+        }
+        ensure!(s.store.check(&twice.fence).await?, "the grant renewed twice in a batch is gone");
+        ensure!(s.store.check(&newer.fence).await?, "the newer grant is gone after the batch");
+        ensure!(!s.store.check(&forged).await?, "the forged incarnation's fence checks as live");
+        Ok(())
+    }
 }
