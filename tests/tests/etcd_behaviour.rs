@@ -28,6 +28,21 @@ async fn connect(cluster: &EtcdCluster) -> EtcdStore {
         .expect("etcd answers")
 }
 
+/// Renews every fence, many at once; every renewal must succeed.
+async fn renew_all(store: &EtcdStore, fences: &[Fence], ttl: Duration) {
+    let failed: Vec<_> = futures::stream::iter(fences)
+        .map(|fence| store.renew(fence, ttl))
+        .buffer_unordered(64)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await;
+    assert!(
+        failed.is_empty(),
+        "renewals failed: {:?}",
+        &failed[..failed.len().min(3)]
+    );
+}
+
 /// The fences among `fences` that are not live, or (with `release`) that
 /// their release did not end: many calls at once.
 async fn at_once(store: &EtcdStore, fences: &[Fence], release: bool) -> Vec<Fence> {
@@ -73,18 +88,7 @@ async fn a_thousand_renewals_make_no_raft_proposal_and_leave_nothing_behind() {
     let mut proposals = 0;
     while started.elapsed() < ttl * 2 {
         let before = metric(endpoint, "etcd_server_proposals_committed_total").await;
-        let renewals = futures::stream::iter(&fences)
-            .map(|fence| store.renew(fence, ttl))
-            .buffer_unordered(64);
-        let failed: Vec<_> = renewals
-            .filter_map(|r| async move { r.err() })
-            .collect()
-            .await;
-        assert!(
-            failed.is_empty(),
-            "renewals failed: {:?}",
-            &failed[..failed.len().min(3)]
-        );
+        renew_all(&store, &fences, ttl).await;
         proposals += metric(endpoint, "etcd_server_proposals_committed_total").await - before;
         tokio::time::sleep(ttl / 4).await;
     }
@@ -97,18 +101,7 @@ async fn a_thousand_renewals_make_no_raft_proposal_and_leave_nothing_behind() {
     // A last renewal, then the checks and releases at once: 1,500 calls
     // one after another could outlast the TTL on a slow runner.
     let renewed = Instant::now();
-    let renewals = futures::stream::iter(&fences)
-        .map(|fence| store.renew(fence, ttl))
-        .buffer_unordered(64);
-    let failed: Vec<_> = renewals
-        .filter_map(|r| async move { r.err() })
-        .collect()
-        .await;
-    assert!(
-        failed.is_empty(),
-        "renewals failed: {:?}",
-        &failed[..failed.len().min(3)]
-    );
+    renew_all(&store, &fences, ttl).await;
     // Releasing some grants never drops the others' keys.
     let lost = at_once(&store, &fences[..500], true).await;
     let dropped = at_once(&store, &fences[500..], false).await;

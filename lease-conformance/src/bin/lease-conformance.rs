@@ -16,7 +16,13 @@ use lease_core::BoxError;
 
 /// Run the lease conformance suite against a backend.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Exit status: 0 every case that ran passed; 1 a case failed (the backend broke a rule); \
+3 none failed but some stayed inconclusive (the runner was too starved to judge them); \
+2 bad arguments or a target that cannot be opened."
+)]
 struct Args {
     /// `memory`, `redis://HOST:PORT[/DB]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`,
     /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER` or `etcd://HOST:PORT[,HOST:PORT...]`.

@@ -3,14 +3,18 @@
 //! test harness (mode from `LEASE_TEST_SERVERS`), runs the command with
 //! `LEASE_TEST_REDIS_URL`, `LEASE_TEST_REDIS_CLUSTER_URL`,
 //! `LEASE_TEST_REDIS_SENTINEL_URL` and `LEASE_TEST_ETCD_ENDPOINTS` set,
-//! stops the servers and exits with the command's status.
+//! stops the servers and exits with the command's status. With
+//! `LEASE_TEST_ETCD3=1` it also starts a three-member etcd cluster, named in
+//! `LEASE_TEST_ETCD3_ENDPOINTS`.
 //!
 //! A server that cannot be started is reported and left out (its variable
 //! unset) — or, with `LEASE_TEST_REQUIRE_SERVERS=1`, ends the run.
 
 use std::process::ExitCode;
 
-use lease_tests::{EtcdCluster, RedisCluster, RedisSentinel, RedisServer, servers_required};
+use lease_tests::{
+    EtcdCluster, EtcdOptions, RedisCluster, RedisSentinel, RedisServer, servers_required,
+};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -19,12 +23,23 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let (redis, redis_cluster, redis_sentinel, etcd) = runtime.block_on(async {
+    let three = std::env::var("LEASE_TEST_ETCD3").as_deref() == Ok("1");
+    let (redis, redis_cluster, redis_sentinel, etcd, etcd3) = runtime.block_on(async {
         (
             RedisServer::start().await,
             RedisCluster::start().await,
             RedisSentinel::start().await,
             EtcdCluster::start().await,
+            match three {
+                true => Some(
+                    EtcdCluster::start_with(EtcdOptions {
+                        members: 3,
+                        ..Default::default()
+                    })
+                    .await,
+                ),
+                false => None,
+            },
         )
     });
     let mut command = std::process::Command::new(&program);
@@ -46,7 +61,14 @@ fn main() -> ExitCode {
             "LEASE_TEST_ETCD_ENDPOINTS",
             etcd.as_ref().map(|c| c.endpoints().join(",")),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(etcd3.as_ref().map(|started| {
+        (
+            "LEASE_TEST_ETCD3_ENDPOINTS",
+            started.as_ref().map(|c| c.endpoints().join(",")),
+        )
+    })) {
         match started {
             Ok(value) => {
                 eprintln!("with-servers: {name}={value}");
@@ -69,6 +91,9 @@ fn main() -> ExitCode {
         }
         drop(redis_sentinel);
         if let Ok(cluster) = etcd {
+            cluster.stop().await;
+        }
+        if let Some(Ok(cluster)) = etcd3 {
             cluster.stop().await;
         }
     });
