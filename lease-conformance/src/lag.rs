@@ -30,6 +30,9 @@ const KEPT: usize = 4096;
 pub(crate) struct Lag {
     /// Late wake-ups: when a ticker woke, and how late.
     late: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    /// When each ticker is due next: a ticker past due now is stalled now,
+    /// before it wakes to note it (the work it watches may judge first).
+    due: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Lag {
@@ -37,7 +40,13 @@ impl Lag {
     /// watches — on the same thread — a stall of that thread shows here.
     pub(crate) async fn tick(self) {
         let mut due = Instant::now() + TICK;
+        let slot = {
+            let mut dues = self.due.lock().unwrap_or_else(|p| p.into_inner());
+            dues.push(due);
+            dues.len() - 1
+        };
         loop {
+            self.due.lock().unwrap_or_else(|p| p.into_inner())[slot] = due;
             tokio::time::sleep_until(due).await;
             let now = Instant::now();
             let by = now.saturating_duration_since(due);
@@ -65,12 +74,25 @@ impl Lag {
     /// The latest the runner ran during `[from, to]`: the longest stall of
     /// a ticker that overlaps the window.
     pub(crate) fn worst(&self, from: Instant, to: Instant) -> Duration {
+        let now = Instant::now();
+        // Stalls under way: tickers past due that have not woken yet.
+        let ongoing = self
+            .due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|due| **due <= to)
+            .map(|due| now.saturating_duration_since(*due))
+            .filter(|by| *by > NOTED)
+            .max()
+            .unwrap_or_default();
         let late = self.late.lock().unwrap_or_else(|p| p.into_inner());
         late.iter()
             .filter(|(woke, by)| *woke >= from && woke.checked_sub(*by).is_none_or(|s| s <= to))
             .map(|(_, by)| *by)
             .max()
             .unwrap_or_default()
+            .max(ongoing)
     }
 }
 
@@ -105,6 +127,21 @@ mod tests {
 #[cfg(test)]
 mod watching {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stall_shows_before_the_ticker_wakes() {
+        let lag = Lag::default();
+        let judged = lag
+            .watching(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let from = Instant::now();
+                std::thread::sleep(Duration::from_millis(120));
+                // Judged at once, before the ticker has run again.
+                lag.worst(from, Instant::now())
+            })
+            .await;
+        assert!(judged >= Duration::from_millis(100), "saw {judged:?}");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn work_that_blocks_its_thread_shows_as_lag() {

@@ -88,6 +88,8 @@ enum LastCut {
 /// What one round's holder did, as far as it knows.
 #[derive(Default)]
 struct Trace {
+    /// When the round began: the log's instants count from it.
+    began: Option<Instant>,
     /// The last moment a call of the holder could have been applied.
     last_write: Option<Instant>,
     /// The holder's deadline as it must assume it: the last one it was
@@ -206,7 +208,10 @@ struct Round {
 
 impl Round {
     async fn run(mut self) -> Result<u32, String> {
-        let mut trace = Trace::default();
+        let mut trace = Trace {
+            began: Some(Instant::now()),
+            ..Trace::default()
+        };
         let mut cut = 0;
         let calls = self.rng.random_range(1..=4);
         for i in 0..calls {
@@ -303,9 +308,13 @@ impl Round {
                 trace.deadline = trace.deadline.map(|d| d.min(started + granted));
             }
         }
+        let since = |at: Instant| {
+            let began = trace.began.unwrap_or(at);
+            at.saturating_duration_since(began).as_secs_f64() * 1e3
+        };
+        let (from, to) = (since(started), since(ended));
         trace.log.push(format!(
-            "{what} with TTL {ttl:?} at +{:?}: {}",
-            started.elapsed().saturating_sub(ended.elapsed()),
+            "{what} with TTL {ttl:?}, called at +{from:.1}ms, ended at +{to:.1}ms: {}",
             if was_cut {
                 format!("cut off {cut}")
             } else {
@@ -328,6 +337,13 @@ impl Round {
         // alive for whole TTLs or for good.
         let transit = self.latency * 4 + Duration::from_millis(100);
         let bound = last_write + trace.ttl + self.timing.slack + transit;
+        let began = trace.began.unwrap_or(last_write);
+        let at = |instant: Instant| {
+            format!(
+                "+{:.1}ms",
+                instant.saturating_duration_since(began).as_secs_f64() * 1e3
+            )
+        };
         let other = Holder::new(format!("next-{}", self.holder.id()), "1").expect("valid");
         let poll = (self.timing.ttl / 20).max(Duration::from_millis(5));
         let next = loop {
@@ -345,9 +361,11 @@ impl Round {
                     && replied < deadline
                 {
                     return Err(format!(
-                        "{} was granted to another holder {:?} before the deadline its holder was told of; calls: {:?}",
+                        "{} was granted to another holder at {}, {:?} before the deadline its holder was told of ({}); calls: {:?}",
                         self.key,
+                        at(replied),
                         deadline - replied,
+                        at(deadline),
                         trace.log
                     ));
                 }
@@ -357,9 +375,11 @@ impl Round {
             // before it may have reached the server in time.
             if sent > bound {
                 return Err(format!(
-                    "{} is still held {:?} after the last write its holder could have made, past TTL {:?} + slack {:?}: {claim:?}; calls: {:?}",
+                    "{} is still held when claimed at {}: the holder's last write could be applied until {}, so it must end by {} (TTL {:?} + slack {:?} + transit {transit:?}): {claim:?}; calls: {:?}",
                     self.key,
-                    last_write.elapsed(),
+                    at(sent),
+                    at(last_write),
+                    at(bound),
                     trace.ttl,
                     self.timing.slack,
                     trace.log
