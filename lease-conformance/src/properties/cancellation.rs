@@ -164,6 +164,9 @@ pub(crate) async fn run(
     Ok(cut)
 }
 
+/// Marks a round's failure as starvation: no evidence against the store.
+pub(crate) const STARVED: &str = "starved: ";
+
 /// A claim's round trip on this store, the fastest of several: under load
 /// the others measure the scheduler, and cut-off points drawn around them
 /// would land after the call. Cut-off points are drawn around this.
@@ -346,6 +349,7 @@ impl Round {
         };
         let other = Holder::new(format!("next-{}", self.holder.id()), "1").expect("valid");
         let poll = (self.timing.ttl / 20).max(Duration::from_millis(5));
+        let mut late_since = None;
         let next = loop {
             let sent = Instant::now();
             let claim = self
@@ -369,11 +373,30 @@ impl Round {
                         trace.log
                     ));
                 }
+                if let Some(since) = late_since {
+                    return Err(format!(
+                        "{STARVED}{} was still held when claimed at {}, past the bound {} its holder's last possible write ({}) sets, and free by {}: one cut-off request applied later than the {transit:?} of transit allowed for; calls: {:?}",
+                        self.key,
+                        at(since),
+                        at(bound),
+                        at(last_write),
+                        at(replied),
+                        trace.log
+                    ));
+                }
                 break grant;
             }
             // Busy is wrong only for a claim sent after the bound: one sent
-            // before it may have reached the server in time.
-            if sent > bound {
+            // before it may have reached the server in time. Past the bound
+            // by less than one more TTL, a cut-off request that sat in a
+            // loaded machine's queues longer than the transit allowed for
+            // explains it: no evidence, the round is starved. Held past
+            // that too, the grant was extended by more than one late
+            // write: a broken rule.
+            if sent > bound && late_since.is_none() {
+                late_since = Some(sent);
+            }
+            if sent > bound + trace.ttl + self.timing.slack {
                 return Err(format!(
                     "{} is still held when claimed at {}: the holder's last write could be applied until {}, so it must end by {} (TTL {:?} + slack {:?} + transit {transit:?}): {claim:?}; calls: {:?}",
                     self.key,

@@ -32,7 +32,10 @@ cases! {
         let seed = s.settings.seed.unwrap_or_else(rand::random);
         let cut = cancellation::run(s.store.clone(), observer, s.timing(), s.settings.property_cases, seed)
             .await
-            .map_err(CaseError::Failed)?;
+            .map_err(|why| match why.find(cancellation::STARVED) {
+                Some(at) => CaseError::Starved(why[..at].to_owned() + &why[at + cancellation::STARVED.len()..]),
+                None => CaseError::Failed(why),
+            })?;
         ensure!(cut > 0, "no call was cut off (seed {seed}): the check proved nothing");
         s.note_tries(cut);
         Ok(())
