@@ -36,15 +36,20 @@ pub(crate) struct Lag {
 }
 
 impl Lag {
-    /// Ticks forever, noting its late wake-ups. Polled beside the work it
-    /// watches — on the same thread — a stall of that thread shows here.
-    pub(crate) async fn tick(self) {
-        let mut due = Instant::now() + TICK;
-        let slot = {
-            let mut dues = self.due.lock().unwrap_or_else(|p| p.into_inner());
-            dues.push(due);
-            dues.len() - 1
-        };
+    /// A ticker's slot, due one tick from now: registered before the work
+    /// it watches first runs, so a stall is seen even if the ticker never
+    /// got to run before it.
+    pub(crate) fn register(&self) -> usize {
+        let mut dues = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        dues.push(Instant::now() + TICK);
+        dues.len() - 1
+    }
+
+    /// Ticks forever in the slot [`Lag::register`] gave, noting its late
+    /// wake-ups. Polled beside the work it watches — on the same thread — a
+    /// stall of that thread shows here.
+    pub(crate) async fn tick_in(self, slot: usize) {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner())[slot];
         loop {
             self.due.lock().unwrap_or_else(|p| p.into_inner())[slot] = due;
             tokio::time::sleep_until(due).await;
@@ -64,10 +69,11 @@ impl Lag {
     /// Runs `work` with a ticker polled in the same task, so anything that
     /// stalls the work's thread stalls the ticker too.
     pub(crate) async fn watching<T>(&self, work: impl Future<Output = T>) -> T {
+        let slot = self.register();
         tokio::select! {
             biased;
             done = work => done,
-            () = self.clone().tick() => unreachable!("the ticker never ends"),
+            () = self.clone().tick_in(slot) => unreachable!("the ticker never ends"),
         }
     }
 
@@ -103,7 +109,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_blocked_runtime_shows_as_lag() {
         let monitor = Lag::default();
-        tokio::spawn(monitor.clone().tick());
+        tokio::spawn(monitor.clone().tick_in(monitor.register()));
         tokio::time::sleep(Duration::from_millis(20)).await;
         let from = Instant::now();
         // Blocks the only worker thread: the ticker cannot run.
@@ -116,7 +122,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn an_idle_runtime_shows_little_lag() {
         let monitor = Lag::default();
-        tokio::spawn(monitor.clone().tick());
+        tokio::spawn(monitor.clone().tick_in(monitor.register()));
         let from = Instant::now();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Nothing blocked this runtime; only the machine's own noise shows.
@@ -129,11 +135,11 @@ mod watching {
     use super::*;
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_stall_shows_before_the_ticker_wakes() {
+    async fn a_stall_shows_before_the_ticker_ever_ran() {
         let lag = Lag::default();
         let judged = lag
             .watching(async {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // No await before the stall: the ticker has not been polled.
                 let from = Instant::now();
                 std::thread::sleep(Duration::from_millis(120));
                 // Judged at once, before the ticker has run again.

@@ -173,7 +173,8 @@ async fn try_here(
     }
     subject.room = room;
     subject.started = Instant::now();
-    let ticker = tokio::spawn(subject.lag.clone().tick());
+    let slot = subject.lag.register();
+    let ticker = tokio::spawn(subject.lag.clone().tick_in(slot));
     let subject = Arc::new(subject);
     let run = tokio::spawn((case.run)(subject.clone()));
     let outcome = match tokio::time::timeout(CASE_LIMIT, run).await {
