@@ -543,15 +543,7 @@ impl LeaseStore for Flawed {
                     matches!(state.leases.get(&self.filed(&fence.key)), Some(Ok(rec)) if self.is_fence(rec, fence))
                 };
             if revived && let Ok(ttl) = self.ttl(&fence.key, ttl) {
-                let mut state = self.state.lock().unwrap();
-                results.push(Ok(self.grant(
-                    &mut state,
-                    &fence.key,
-                    &fence.holder,
-                    ttl,
-                    Instant::now(),
-                    Some(fence.token.0),
-                )));
+                results.push(Ok(self.regrant(fence, ttl)));
                 continue;
             }
             results.push(self.renew(fence, ttl).await);
@@ -805,18 +797,24 @@ impl LeaseStore for Flawed {
 }
 
 impl Flawed {
+    /// Writes `fence`'s grant again for `ttl`, keeping its token, without
+    /// looking at what the key holds now: what the flawed renewals do.
+    fn regrant(&self, fence: &Fence, ttl: Duration) -> Grant {
+        let mut state = self.state.lock().unwrap();
+        self.grant(
+            &mut state,
+            &fence.key,
+            &fence.holder,
+            ttl,
+            Instant::now(),
+            Some(fence.token.0),
+        )
+    }
+
     async fn renew_decided(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
         if self.has(Flaw::RenewNotAtomic) && self.checked_then_gap(fence).await {
-            let mut state = self.state.lock().unwrap();
             let ttl = self.ttl(&fence.key, ttl)?;
-            return Ok(self.grant(
-                &mut state,
-                &fence.key,
-                &fence.holder,
-                ttl,
-                Instant::now(),
-                Some(fence.token.0),
-            ));
+            return Ok(self.regrant(fence, ttl));
         }
         let renewed = self.renew_now(fence, ttl)?;
         self.expiry_after_reply(&fence.key, &Claim::Acquired(renewed.clone()))
