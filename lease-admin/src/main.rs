@@ -15,7 +15,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lease_admin::{Target, connect};
+use lease_connect::{Target, connect};
 use lease_core::{DynLeaseStore, LeaseError, LeaseKey, Listed};
 use serde_json::json;
 

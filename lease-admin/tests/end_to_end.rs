@@ -202,7 +202,7 @@ fn malformed_and_unreachable_targets_fail_with_what_and_why() {
     let (code, _, err) = admin(&["nope://host", "list", "a"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("\"nope://host\"") && err.contains("redis://HOST:PORT"),
+        err.contains("\"nope://host\"") && err.contains("etcd://HOST:PORT"),
         "{err}"
     );
     let (code, _, err) = admin(&["etcd://user:pw@127.0.0.1:1", "list", "a"]);

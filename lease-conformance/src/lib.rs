@@ -61,8 +61,11 @@
 //! is not there ([`Unavailable`]) makes every case ignored, loudly, on a
 //! developer's machine and failed where a backend is required
 //! ([`backend_required`]: `CI`, or `LEASE_CONFORMANCE_REQUIRE_BACKEND=1`).
-//! The `lease-conformance` binary runs the same cases against the
-//! in-memory store, Redis or etcd and writes a table, JUnit XML and JSON.
+//! The `lease-conformance` binary (crate `lease-conformance-cli`) runs the
+//! same cases against the in-memory store, Redis or etcd and writes a
+//! table, JUnit XML and JSON. This library depends on `lease-core` and
+//! what the cases need, nothing else: a backend crate depends on it, and
+//! the adapters keep their factories behind their `testing` features.
 //!
 //! Property test sizes come from the environment ([`Settings`]):
 //! `LEASE_CONFORMANCE_CASES`, `LEASE_CONFORMANCE_STEPS`,
@@ -73,10 +76,8 @@ pub mod cases;
 mod check;
 mod lag;
 mod properties;
-pub mod report;
 mod runner;
 mod subject;
-pub mod targets;
 
 pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};
@@ -84,7 +85,9 @@ pub use runner::{
     CASE_LIMIT, CaseReport, Outcome, STARVED_TRIES, all_cases, backend_required, find_case,
     run_case, run_cases, stamped, test_main, trials,
 };
-pub use subject::{Factory, Hook, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable};
+pub use subject::{
+    Factory, Hook, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable, fresh_namespace,
+};
 
 /// The `main` of a conformance test target (`harness = false`): one test
 /// per case of the suite, for a factory expression. Each failure is

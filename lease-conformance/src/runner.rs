@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{Case, CaseError, Factory, Hook, Subject, Unavailable};
@@ -17,8 +16,7 @@ pub const CASE_LIMIT: Duration = Duration::from_secs(600);
 pub const STARVED_TRIES: u32 = 4;
 
 /// How a case ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "result", content = "detail", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The backend met the rule.
     Passed,
@@ -43,10 +41,32 @@ impl Outcome {
             Outcome::NotRun(_) | Outcome::Unavailable(_) => "NOT RUN",
         }
     }
+
+    /// The outcome's name in machine-readable reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Inconclusive(_) => "inconclusive",
+            Outcome::NotRun(_) => "not_run",
+            Outcome::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Why it ended so: `None` for a pass.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Passed => None,
+            Outcome::Failed(why)
+            | Outcome::Inconclusive(why)
+            | Outcome::NotRun(why)
+            | Outcome::Unavailable(why) => Some(why),
+        }
+    }
 }
 
 /// One case's report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct CaseReport {
     /// The case.
     pub name: &'static str,

@@ -26,6 +26,12 @@ pub trait Factory: Send + Sync {
     async fn open(&self) -> Result<Subject, BoxError>;
 }
 
+/// A namespace (key prefix) no other case or run uses, for factories that
+/// give each case its own part of a shared server.
+pub fn fresh_namespace() -> String {
+    format!("lease-conformance-{:016x}", rand::random::<u64>())
+}
+
 /// The error a [`Factory`] returns when its backend is not there and a
 /// run may go on without it (a developer's machine without servers). The
 /// cases end *unavailable*: reported, never passed.

@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use lease_core::LeaseError;
 
+/// The URL schemes [`EtcdConfig::from_url`] takes: `etcd://` (plain) and
+/// `etcds://` (TLS).
+pub const URL_SCHEMES: [&str; 2] = ["etcd://", "etcds://"];
+
+/// Whether `url` is one [`EtcdConfig::from_url`] takes (by its scheme).
+pub fn is_etcd_url(url: &str) -> bool {
+    URL_SCHEMES.iter().any(|scheme| url.starts_with(scheme))
+}
+
 /// Settings for an [`EtcdStore`](crate::EtcdStore).
 #[derive(Clone)]
 pub struct EtcdConfig {
@@ -43,6 +52,49 @@ impl EtcdConfig {
             wait_recheck: Duration::from_secs(1),
             root_ca: None,
         }
+    }
+
+    /// Settings for the cluster an `etcd://HOST:PORT[,HOST:PORT…]` URL
+    /// names (`etcds://` for TLS). Credentials never go in the URL: give
+    /// them to [`EtcdConfig::credentials`].
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidConfig`] naming the URL and the rule when the
+    /// scheme is not one of [`URL_SCHEMES`], no endpoint is listed, or the
+    /// URL carries a user.
+    pub fn from_url(url: &str) -> Result<Self, LeaseError> {
+        let shown = lease_core::redacted_url(url);
+        let invalid = |rule: &str| LeaseError::InvalidConfig {
+            backend: "etcd",
+            what: format!("URL {shown:?}"),
+            rule: rule.to_owned(),
+        };
+        let (scheme, endpoints) = if let Some(rest) = url.strip_prefix("etcd://") {
+            ("http", rest)
+        } else if let Some(rest) = url.strip_prefix("etcds://") {
+            ("https", rest)
+        } else {
+            return Err(invalid("must start with etcd:// or etcds://"));
+        };
+        let endpoints = endpoints.strip_suffix('/').unwrap_or(endpoints);
+        if endpoints.is_empty()
+            || endpoints.contains('@')
+            || endpoints
+                .split(',')
+                .any(|e| e.is_empty() || e.contains('/'))
+        {
+            return Err(invalid(
+                "must list HOST:PORT endpoints separated by commas, with no user or path: credentials are given apart (EtcdConfig::credentials; lease-admin --user)",
+            ));
+        }
+        Ok(Self::new(
+            endpoints.split(',').map(|e| format!("{scheme}://{e}")),
+        ))
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// Keys go under `{prefix}/` (default `lease`).

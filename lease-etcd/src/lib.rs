@@ -119,7 +119,9 @@ mod leases;
 mod list;
 mod record;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wait;
 
-pub use config::EtcdConfig;
+pub use config::{EtcdConfig, URL_SCHEMES, is_etcd_url};
 pub use store::{CALL_BATCH, CALLS_IN_FLIGHT, EtcdStore, LeaseCounts};

@@ -172,22 +172,22 @@ impl EtcdStore {
     }
 
     /// The etcd key holding `key`'s grant.
-    pub fn record_key(&self, key: &LeaseKey) -> String {
+    pub(crate) fn record_key(&self, key: &LeaseKey) -> String {
         format!("{}/lease/{key}", self.inner.config.prefix)
     }
 
     /// The etcd key holding the marker `key`.
-    pub fn marker_key(&self, key: &LeaseKey) -> String {
+    pub(crate) fn marker_key(&self, key: &LeaseKey) -> String {
         format!("{}/marker/{key}", self.inner.config.prefix)
     }
 
     /// The etcd key holding the guarded value `key`.
-    pub fn guarded_key(&self, key: &LeaseKey) -> String {
+    pub(crate) fn guarded_key(&self, key: &LeaseKey) -> String {
         format!("{}/guarded/{key}", self.inner.config.prefix)
     }
 
     /// Every etcd key of this store starts with this.
-    pub fn key_prefix(&self) -> String {
+    pub(crate) fn key_prefix(&self) -> String {
         format!("{}/", self.inner.config.prefix)
     }
 

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use lease_admin::Target;
+use lease_connect::Target;
 use lease_core::{DynLeaseStore, LeaseError, LeaseKey, LeaseStore};
 
 /// The seed APIs, one module each.
@@ -46,7 +46,7 @@ pub async fn store_from_args() -> Result<DynLeaseStore, LeaseError> {
     );
     target.namespace.clone_from(&run);
     target.prefix = run;
-    lease_admin::connect(&target).await
+    lease_connect::connect(&target).await
 }
 
 /// Prints a demo's story, line by line.

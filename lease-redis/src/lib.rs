@@ -158,6 +158,8 @@ mod list;
 mod reply;
 mod scripts;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wait;
 
 pub use config::{RedisConfig, URL_SCHEMES, is_redis_url};

@@ -20,7 +20,7 @@ const STEPS_PER_PAGE: usize = 32;
 const SCAN_COUNT: usize = 1000;
 
 /// `text` with the characters `SCAN`'s `MATCH` treats specially escaped.
-fn glob_escaped(text: &str) -> String {
+pub(crate) fn glob_escaped(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -217,17 +217,17 @@ impl RedisStore {
     }
 
     /// The Redis key holding `key`'s lease record.
-    pub fn record_key(&self, key: &LeaseKey) -> String {
+    pub(crate) fn record_key(&self, key: &LeaseKey) -> String {
         self.redis_key("lease", key)
     }
 
     /// The Redis key holding the marker `key`.
-    pub fn marker_key(&self, key: &LeaseKey) -> String {
+    pub(crate) fn marker_key(&self, key: &LeaseKey) -> String {
         self.redis_key("marker", key)
     }
 
     /// The Redis key holding the guarded value `key`.
-    pub fn guarded_key(&self, key: &LeaseKey) -> String {
+    pub(crate) fn guarded_key(&self, key: &LeaseKey) -> String {
         self.redis_key("guarded", key)
     }
 
@@ -243,7 +243,7 @@ impl RedisStore {
     ///
     /// # Errors
     /// The server's error, or [`LeaseError::Timeout`].
-    pub async fn query_namespace<T: FromRedisValue>(
+    pub(crate) async fn query_namespace<T: FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, LeaseError> {
@@ -260,7 +260,7 @@ impl RedisStore {
     }
 
     /// Every Redis key of this store's namespace starts with this.
-    pub fn key_prefix(&self) -> String {
+    pub(crate) fn key_prefix(&self) -> String {
         format!("{{{}}}:", self.inner.config.namespace)
     }
 

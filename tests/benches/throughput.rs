@@ -467,19 +467,9 @@ async fn etcd() {
 async fn killed_holder(backend: &str, target: &str) {
     use tokio::io::AsyncBufReadExt;
     let ttl = Duration::from_secs(2);
-    let store: Arc<dyn LeaseStore> = if let Some(endpoints) = target.strip_prefix("etcd://") {
-        Arc::new(
-            EtcdStore::connect(EtcdConfig::new([endpoints]))
-                .await
-                .expect("etcd"),
-        )
-    } else {
-        Arc::new(
-            RedisStore::connect(RedisConfig::new(target))
-                .await
-                .expect("redis"),
-        )
-    };
+    let store = lease_connect::connect(&lease_connect::Target::new(target))
+        .await
+        .expect("the store the holder uses");
     let mut waits = Vec::new();
     for i in 0..3 {
         let k = key(1_000_000 + i);

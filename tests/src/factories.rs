@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lease_conformance::targets::{EtcdTarget, RedisTarget};
 use lease_conformance::{Factory, Hook, Hooks, Subject};
 use lease_core::{BoxError, LeaseKey};
+use lease_etcd::EtcdConfig;
+use lease_etcd::testing::EtcdFactory;
+use lease_redis::RedisConfig;
+use lease_redis::testing::RedisFactory;
 use tokio::sync::Mutex;
 
 use crate::{EtcdCluster, RedisOptions, RedisServer, ServerError, servers_required};
@@ -100,7 +103,9 @@ impl<S: Restart> Hooks for ServerHooks<S> {
 impl Factory for RedisServerFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let server = available(RedisServer::start_with(self.options.clone()).await)?;
-        let subject = RedisTarget::new(server.url()).open().await?;
+        let subject = RedisFactory::new(RedisConfig::new(server.url()))
+            .open()
+            .await?;
         let hooks = ServerHooks {
             offered: with_restart(&*subject.hooks),
             inner: subject.hooks.clone(),
@@ -118,7 +123,9 @@ pub struct EtcdServerFactory;
 impl Factory for EtcdServerFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let cluster = available(EtcdCluster::start().await)?;
-        let subject = EtcdTarget::new(cluster.endpoints().to_vec()).open().await?;
+        let subject = EtcdFactory::new(EtcdConfig::new(cluster.endpoints().to_vec()))
+            .open()
+            .await?;
         let hooks = ServerHooks {
             offered: with_restart(&*subject.hooks),
             inner: subject.hooks.clone(),
@@ -150,6 +157,6 @@ impl SharedRedisFactory {
 impl Factory for SharedRedisFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let url = available(self.url.clone().map_err(ServerError))?;
-        RedisTarget::new(url).open().await
+        RedisFactory::new(RedisConfig::new(url)).open().await
     }
 }

@@ -478,7 +478,7 @@ async fn inspect_shows_a_grant_until_etcd_deletes_its_key() {
     let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
     let holder = Holder::new("ending", "1").unwrap();
     let k = key("ending/inspect");
-    let etcd_key = store.record_key(&k);
+    let etcd_key = lease_etcd::testing::record_key(&store, &k);
     store
         .claim(&k, &holder, Duration::from_secs(1))
         .await
@@ -510,7 +510,8 @@ async fn inspect_shows_a_grant_until_etcd_deletes_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_suite_passes_on_a_three_member_cluster() {
-    use lease_conformance::{Outcome, all_cases, run_cases, targets::EtcdTarget};
+    use lease_conformance::{Outcome, all_cases, run_cases};
+    use lease_etcd::testing::EtcdFactory;
     let options = lease_tests::EtcdOptions {
         members: 3,
         ..Default::default()
@@ -521,7 +522,9 @@ async fn the_whole_suite_passes_on_a_three_member_cluster() {
     ) else {
         return;
     };
-    let target = Arc::new(EtcdTarget::new(cluster.endpoints().to_vec()));
+    let target = Arc::new(EtcdFactory::new(EtcdConfig::new(
+        cluster.endpoints().to_vec(),
+    )));
     // etcd extends every lease when its leader changes (see lease-etcd's
     // docs): a failure with elections under way says so.
     let leader_changes = || async {

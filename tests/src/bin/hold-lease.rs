@@ -3,12 +3,9 @@
 //! or a `redis://` URL. Prints `held TOKEN` once it holds the lease.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{Acquire, DynLeaseStore, Holder, LeaseKey, Leaser};
-use lease_etcd::{EtcdConfig, EtcdStore};
-use lease_redis::{RedisConfig, RedisStore};
+use lease_core::{Acquire, Holder, LeaseKey, Leaser};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -29,12 +26,7 @@ async fn main() -> ExitCode {
 async fn hold(target: &str, key: &str, ttl_ms: &str) -> Result<(), Box<dyn std::error::Error>> {
     let ttl = Duration::from_millis(ttl_ms.parse()?);
     let key = LeaseKey::new(key)?;
-    let store: DynLeaseStore = if let Some(endpoints) = target.strip_prefix("etcd://") {
-        let endpoints: Vec<&str> = endpoints.split(',').collect();
-        Arc::new(EtcdStore::connect(EtcdConfig::new(endpoints)).await?)
-    } else {
-        Arc::new(RedisStore::connect(RedisConfig::new(target)).await?)
-    };
+    let store = lease_connect::connect(&lease_connect::Target::new(target)).await?;
     let leaser = Leaser::new(store, Holder::unique("hold-lease")?, ttl);
     let Acquire::Held(lease) = leaser.acquire(&key, ttl * 10).await? else {
         return Err(format!("{key} stayed busy").into());

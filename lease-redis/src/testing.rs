@@ -1,25 +1,31 @@
-//! The suite against a Redis server given by URL.
+//! Test support: a conformance [`Factory`] for any Redis deployment a
+//! [`RedisConfig`] reaches, each case in a fresh namespace, with the hooks
+//! that need raw access to the namespace (a corrupt record, the records
+//! stored, a second client). Behind the `testing` feature.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use lease_core::{BoxError, DynLeaseStore, LeaseKey};
-use lease_redis::{RedisConfig, RedisStore};
 
-use crate::{Factory, Hook, Hooks, Subject};
+use lease_conformance::{Factory, Hook, Hooks, Subject, fresh_namespace};
 
-/// Opens a [`RedisStore`] on `url` with a fresh namespace per case, offers
-/// the corrupt-record hook, and deletes the namespace's keys afterwards.
+use crate::list::glob_escaped;
+use crate::{RedisConfig, RedisStore};
+
+/// Opens a [`RedisStore`] with `config` in a fresh namespace per case,
+/// offers the corrupt-record, second-client and stored-records hooks, and
+/// deletes the namespace's keys afterwards.
 #[derive(Clone, Debug)]
-pub struct RedisTarget {
-    url: String,
+pub struct RedisFactory {
+    config: RedisConfig,
 }
 
-impl RedisTarget {
-    /// A target for the server at `url` (`redis://HOST:PORT[/DB]`, or a
-    /// cluster's `redis+cluster://HOST:PORT[,HOST:PORT…]`).
-    pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into() }
+impl RedisFactory {
+    /// Cases on the deployment `config` reaches; its namespace is replaced
+    /// by a fresh one per case.
+    pub fn new(config: RedisConfig) -> Self {
+        Self { config }
     }
 }
 
@@ -33,7 +39,7 @@ struct RedisHooks {
 impl RedisHooks {
     /// Every key of the namespace (SCAN skips expired ones).
     async fn namespace_keys(&self) -> Result<Vec<String>, BoxError> {
-        let pattern = format!("{}*", redis_glob_escape(&self.store.key_prefix()));
+        let pattern = format!("{}*", glob_escaped(&self.store.key_prefix()));
         let (mut cursor, mut keys) = ("0".to_owned(), Vec::new());
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -103,19 +109,10 @@ impl Hooks for RedisHooks {
     }
 }
 
-fn redis_glob_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| match c {
-            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
-            _ => vec![c],
-        })
-        .collect()
-}
-
 #[async_trait]
-impl Factory for RedisTarget {
+impl Factory for RedisFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
-        let config = RedisConfig::new(&self.url).namespace(super::fresh_namespace());
+        let config = self.config.clone().namespace(fresh_namespace());
         let store = RedisStore::connect(config.clone()).await?;
         let hooks = RedisHooks {
             store: store.clone(),

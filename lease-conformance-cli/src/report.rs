@@ -5,7 +5,7 @@ use std::path::Path;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::{CaseReport, Outcome};
+use lease_conformance::{CaseReport, Outcome};
 
 /// A plain-text table: case, result, time, tries.
 pub fn table(reports: &[CaseReport]) -> String {
@@ -108,9 +108,26 @@ pub fn junit(target: &str, reports: &[CaseReport]) -> String {
         .unwrap_or_else(|e| format!("<!-- junit serialisation failed: {e} -->"))
 }
 
-/// The reports as JSON.
+/// The reports as JSON: `{"target", "cases": [{"name", "rule",
+/// "contract", "outcome": {"result", "detail"}, "seconds", "tries",
+/// "attempts", "starved"}]}`.
 pub fn json(target: &str, reports: &[CaseReport]) -> String {
-    serde_json::to_string_pretty(&serde_json::json!({ "target": target, "cases": reports }))
+    let cases: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "rule": r.rule,
+                "contract": r.contract,
+                "outcome": { "result": r.outcome.name(), "detail": r.outcome.detail() },
+                "seconds": r.seconds,
+                "tries": r.tries,
+                "attempts": r.attempts,
+                "starved": r.starved,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "target": target, "cases": cases }))
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 

@@ -1,5 +1,7 @@
 //! `lease-conformance TARGET`: runs the conformance suite against the
-//! in-memory store, a Redis server or an etcd cluster and prints a table.
+//! in-memory store, a Redis server, Cluster or Sentinel deployment, or an
+//! etcd cluster, and prints a table (JUnit XML and JSON on request). Every
+//! target form of `lease-connect` runs as built by default.
 //!
 //! Exit status: 0 when every case that ran passed; 1 when a case failed (the
 //! backend broke a rule); 3 when none failed but some stayed inconclusive
@@ -11,8 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use lease_conformance::{Factory, MemoryFactory, Outcome, Subject, all_cases, report, run_cases};
+use lease_conformance::{Factory, MemoryFactory, Outcome, Subject, all_cases, run_cases};
+use lease_connect::Backend;
 use lease_core::BoxError;
+use lease_etcd::testing::EtcdFactory;
+use lease_redis::testing::RedisFactory;
+
+mod report;
 
 /// Run the lease conformance suite against a backend.
 #[derive(Parser, Debug)]
@@ -25,7 +32,8 @@ use lease_core::BoxError;
 )]
 struct Args {
     /// `memory`, `redis://HOST:PORT[/DB]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`,
-    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER` or `etcd://HOST:PORT[,HOST:PORT...]`.
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`, `etcd://HOST:PORT[,HOST:PORT...]`
+    /// (`rediss`, `etcds` for TLS).
     target: String,
     /// Write a JUnit XML report here.
     #[arg(long)]
@@ -47,37 +55,14 @@ struct Args {
     list: bool,
 }
 
+/// The factory for a target URL: the adapter's own test support, each
+/// case in a fresh namespace of the server.
 fn factory(target: &str) -> Result<Arc<dyn Factory>, String> {
-    if target == "memory" {
-        return Ok(Arc::new(MemoryFactory));
-    }
-    #[cfg(feature = "redis")]
-    if lease_redis::is_redis_url(target) {
-        return Ok(Arc::new(lease_conformance::targets::RedisTarget::new(
-            target,
-        )));
-    }
-    #[cfg(feature = "etcd")]
-    if let Some(endpoints) = target.strip_prefix("etcd://") {
-        let endpoints = endpoints.split(',').map(str::to_owned).collect();
-        return Ok(Arc::new(lease_conformance::targets::EtcdTarget::new(
-            endpoints,
-        )));
-    }
-    let scheme = target.split("://").next().unwrap_or_default();
-    let feature = match scheme {
-        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
-        | "rediss+sentinel" => Some("redis"),
-        "etcd" => Some("etcd"),
-        _ => None,
-    };
-    Err(match feature {
-        Some(feature) => format!(
-            "target {target:?} needs the CLI built with the `{feature}` feature: cargo run -p lease-conformance --features {feature} -- {target}"
-        ),
-        None => format!(
-            "unknown target {target:?}: expected memory, redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...], redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER or etcd://HOST:PORT[,HOST:PORT...]"
-        ),
+    let parsed = lease_connect::parse(&lease_connect::Target::new(target));
+    Ok(match parsed.map_err(|e| e.to_string())? {
+        Backend::Memory => Arc::new(MemoryFactory),
+        Backend::Redis(config) => Arc::new(RedisFactory::new(config)),
+        Backend::Etcd(config) => Arc::new(EtcdFactory::new(config)),
     })
 }
 

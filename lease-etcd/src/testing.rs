@@ -1,25 +1,30 @@
-//! The suite against an etcd cluster given by endpoints.
+//! Test support: a conformance [`Factory`] for any etcd cluster an
+//! [`EtcdConfig`] reaches, each case under a fresh prefix, with the hooks
+//! that need raw access to the prefix (a corrupt record, the records
+//! stored, a second client). Behind the `testing` feature.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use etcd_client::{Client, DeleteOptions};
+use lease_conformance::{Factory, Hook, Hooks, Subject, fresh_namespace};
 use lease_core::{BoxError, DynLeaseStore, LeaseKey};
-use lease_etcd::{EtcdConfig, EtcdStore};
 
-use crate::{Factory, Hook, Hooks, Subject};
+use crate::{EtcdConfig, EtcdStore};
 
-/// Opens an [`EtcdStore`] on `endpoints` with a fresh key prefix per case,
-/// offers the corrupt-record hook, and deletes the prefix afterwards.
+/// Opens an [`EtcdStore`] with `config` under a fresh key prefix per case,
+/// offers the corrupt-record, second-client and stored-records hooks, and
+/// deletes the prefix afterwards.
 #[derive(Clone, Debug)]
-pub struct EtcdTarget {
-    endpoints: Vec<String>,
+pub struct EtcdFactory {
+    config: EtcdConfig,
 }
 
-impl EtcdTarget {
-    /// A target for the cluster at `endpoints` (`host:port`).
-    pub fn new(endpoints: Vec<String>) -> Self {
-        Self { endpoints }
+impl EtcdFactory {
+    /// Cases on the cluster `config` reaches; its prefix is replaced by a
+    /// fresh one per case.
+    pub fn new(config: EtcdConfig) -> Self {
+        Self { config }
     }
 }
 
@@ -73,11 +78,11 @@ impl Hooks for EtcdHooks {
 }
 
 #[async_trait]
-impl Factory for EtcdTarget {
+impl Factory for EtcdFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
-        let config = EtcdConfig::new(self.endpoints.clone()).prefix(super::fresh_namespace());
+        let config = self.config.clone().prefix(fresh_namespace());
         let store = EtcdStore::connect(config.clone()).await?;
-        let client = Client::connect(&self.endpoints, None).await?;
+        let client = store.inner.client.clone();
         let hooks = EtcdHooks {
             store: store.clone(),
             client,
@@ -85,4 +90,10 @@ impl Factory for EtcdTarget {
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
     }
+}
+
+/// The etcd key holding `key`'s grant in `store`, for tests that look at
+/// etcd directly.
+pub fn record_key(store: &EtcdStore, key: &LeaseKey) -> String {
+    store.record_key(key)
 }
