@@ -65,6 +65,7 @@
 //! # Ok(()) }
 //! ```
 
+mod adapter;
 mod batch;
 mod clock;
 mod error;
@@ -79,6 +80,7 @@ pub mod rules;
 mod store;
 mod types;
 
+pub use adapter::{Looked, renew_in_batches, wait_until_free};
 pub use batch::{BatchStats, BatchedCalls, Batcher, SendBatch, SendFor};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{

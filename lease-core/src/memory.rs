@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::{
     Capabilities, Claim, Clock, Cursor, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
-    LeaseRecord, LeaseStore, Listed, MonotonicClock, Page,
+    LeaseRecord, LeaseStore, Listed, Looked, MonotonicClock, Page, Wakeup,
 };
 
 /// An in-memory [`LeaseStore`]; clones share one store.
@@ -398,24 +398,35 @@ impl LeaseStore for MemoryStore {
     }
 
     async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
-        let give_up = tokio::time::sleep(timeout);
-        tokio::pin!(give_up);
-        let mut ended = self.inner.ended.subscribe();
-        loop {
+        let recheck = match self.inner.capabilities.wakeup {
+            Wakeup::Notified { recheck } => recheck,
+            Wakeup::Polled { every } => every,
+        };
+        crate::wait_until_free(timeout, (recheck, Duration::ZERO), || {
+            // Subscribed before the look: no end falls between them.
+            let mut ended = self.inner.ended.subscribe();
             ended.borrow_and_update();
             let remaining = {
                 let state = self.state();
                 self.live(&state, key).map(|record| record.remaining)
             };
-            let Some(remaining) = remaining else {
-                return Ok(true);
-            };
-            let expiry = self.inner.clock.now() + remaining;
-            tokio::select! {
-                _ = ended.changed() => {}
-                () = self.inner.clock.sleep_until(expiry) => {}
-                () = &mut give_up => return Ok(false),
-            }
-        }
+            let clock = self.inner.clock.clone();
+            std::future::ready(Ok(match remaining {
+                None => Looked::Free,
+                Some(remaining) => Looked::Held {
+                    remaining,
+                    // The store's own clock, a manual one included, ends
+                    // the grant; a release or claim elsewhere says so.
+                    freed: Box::pin(async move {
+                        let expiry = clock.now() + remaining;
+                        tokio::select! {
+                            _ = ended.changed() => {}
+                            () = clock.sleep_until(expiry) => {}
+                        }
+                    }),
+                },
+            }))
+        })
+        .await
     }
 }

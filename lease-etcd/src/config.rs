@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use lease_core::LeaseError;
 
+/// The backend's name in errors and capabilities.
+pub(crate) const BACKEND: &str = "etcd";
+
 /// The URL schemes [`EtcdConfig::from_url`] takes: `etcd://` (plain) and
 /// `etcds://` (TLS).
 pub const URL_SCHEMES: [&str; 2] = ["etcd://", "etcds://"];

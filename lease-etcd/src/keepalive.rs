@@ -212,7 +212,7 @@ impl Carrier {
                 Answer::Alive
             }
             Ok(Err(Error::LeaseKeepAliveError(_))) => Answer::Gone,
-            Ok(Err(error)) if crate::leases::is_lease_not_found(&error) => Answer::Gone,
+            Ok(Err(error)) if is_lease_not_found(&error) => Answer::Gone,
             Ok(Err(error)) => Answer::Failed(error),
         };
         let _ = reply.send(answer);
@@ -268,4 +268,9 @@ async fn next_answer(
         Some((_, stream)) => Ok(stream.message().await?.map(|r| (r.id(), r.ttl()))),
         None => std::future::pending().await,
     }
+}
+
+/// Whether `error` is etcd saying a lease does not exist.
+pub(crate) fn is_lease_not_found(error: &Error) -> bool {
+    matches!(error, Error::GRpcStatus(status) if status.message().contains("lease not found"))
 }

@@ -27,6 +27,7 @@ use lease_core::Holder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::keepalive::is_lease_not_found;
 use crate::keepalive::{Answer, KeepAlive};
 
 /// How much longer an etcd lease lives than the grant on it: etcd lease
@@ -379,9 +380,4 @@ impl Leases {
             self.shared.keep_alives.load(Ordering::Relaxed),
         )
     }
-}
-
-/// Whether `error` is etcd saying a lease does not exist.
-pub(crate) fn is_lease_not_found(error: &Error) -> bool {
-    matches!(error, Error::GRpcStatus(status) if status.message().contains("lease not found"))
 }

@@ -3,10 +3,10 @@
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget};
 use lease_core::{Cursor, LeaseError, LeaseKey, Listed, Op, Page, with_timeout};
 
+use crate::client::{Client, etcd_error};
 use crate::record::Found;
-use crate::store::{EtcdStore, etcd_error};
 
-impl EtcdStore {
+impl Client {
     /// Up to `limit` keys of the space `space` under `prefix`, from the
     /// etcd key after `from`, as lease keys, and the cursor of the next page.
     async fn range_page(
@@ -17,7 +17,7 @@ impl EtcdStore {
         from: Option<&Cursor>,
         limit: usize,
     ) -> Result<(Vec<(LeaseKey, KeyValue)>, Option<Cursor>), LeaseError> {
-        let root = format!("{}/{space}/", self.inner.config.prefix);
+        let root = format!("{}/{space}/", self.config.prefix);
         let base = format!("{root}{prefix}");
         // Everything that starts with the prefix's text; keys beside it
         // (`ab` for `a`) are read and left out.
@@ -35,7 +35,7 @@ impl EtcdStore {
             .with_range(end)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .with_sort(SortTarget::Key, SortOrder::Ascend);
-        let mut kv = self.inner.kv.clone();
+        let mut kv = self.kv.clone();
         let response = with_timeout(op, prefix, self.call_timeout(), async move {
             kv.get(start, Some(options))
                 .await

@@ -44,7 +44,11 @@ impl Hooks for EtcdHooks {
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
         let mut client = self.client.clone();
         let planted = client
-            .put(self.store.record_key(key), "\u{0}not a lease record", None)
+            .put(
+                self.store.client().record_key(key),
+                "\u{0}not a lease record",
+                None,
+            )
             .await;
         planted.map(drop).map_err(Into::into)
     }
@@ -61,13 +65,15 @@ impl Hooks for EtcdHooks {
         let options = etcd_client::GetOptions::new()
             .with_prefix()
             .with_count_only();
-        let counted = client.get(self.store.key_prefix(), Some(options)).await;
+        let counted = client
+            .get(self.store.client().key_prefix(), Some(options))
+            .await;
         counted.map(|r| r.count() as usize).map_err(Into::into)
     }
 
     async fn finish(&self) {
         let mut client = self.client.clone();
-        let prefix = self.store.key_prefix();
+        let prefix = self.store.client().key_prefix();
         if let Err(why) = client
             .delete(prefix.as_str(), Some(DeleteOptions::new().with_prefix()))
             .await
@@ -82,7 +88,7 @@ impl Factory for EtcdFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let config = self.config.clone().prefix(fresh_namespace());
         let store = EtcdStore::connect(config.clone()).await?;
-        let client = store.inner.client.clone();
+        let client = store.client().client.clone();
         let hooks = EtcdHooks {
             store: store.clone(),
             client,
@@ -95,5 +101,5 @@ impl Factory for EtcdFactory {
 /// The etcd key holding `key`'s grant in `store`, for tests that look at
 /// etcd directly.
 pub fn record_key(store: &EtcdStore, key: &LeaseKey) -> String {
-    store.record_key(key)
+    store.client().record_key(key)
 }

@@ -7,11 +7,11 @@ use etcd_client::{EventType, WatchOptions};
 use lease_core::{LeaseError, LeaseKey, Op};
 use tokio::time::Instant;
 
+use crate::client::Client;
 use crate::leases::MARGIN;
 use crate::record::Found;
-use crate::store::EtcdStore;
 
-impl EtcdStore {
+impl Client {
     pub(crate) async fn wait_until_free(
         &self,
         key: &LeaseKey,
@@ -19,7 +19,7 @@ impl EtcdStore {
     ) -> Result<bool, LeaseError> {
         let give_up = Instant::now() + timeout;
         let etcd_key = self.record_key(key);
-        let recheck_every = self.inner.config.wait_recheck;
+        let recheck_every = self.config.wait_recheck;
         loop {
             let (kv, revision) = match self.get(Op::Wait, key, &etcd_key).await {
                 Ok(read) => read,
@@ -40,7 +40,7 @@ impl EtcdStore {
             }
             let recheck = (Instant::now() + left.min(recheck_every)).min(give_up);
             // Watch from just after the read: no delete can slip between.
-            let mut watcher = self.inner.client.watch_client();
+            let mut watcher = self.client.watch_client();
             let options = WatchOptions::new().with_start_revision(revision + 1);
             let watch = tokio::time::timeout(
                 self.call_timeout(),

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use lease_core::LeaseError;
 
+/// The backend's name in errors and capabilities.
+pub(crate) const BACKEND: &str = "redis";
+
 /// The URL schemes [`RedisConfig::new`] takes: one server, a cluster, a
 /// primary under Sentinel, each plain or TLS.
 pub const URL_SCHEMES: [&str; 6] = [

@@ -11,8 +11,9 @@
 
 use lease_core::{Cursor, LeaseError, LeaseKey, Listed, Op, Page, with_timeout};
 
-use crate::reply::Reply;
-use crate::store::{BACKEND, RedisStore, corrupt_or_malformed, malformed, redis_error};
+use crate::client::{Client, redis_error};
+use crate::config::BACKEND;
+use crate::reply::{Reply, corrupt_or_malformed, current, malformed};
 
 /// `SCAN` steps one page may take before it answers, possibly empty.
 const STEPS_PER_PAGE: usize = 32;
@@ -31,7 +32,7 @@ pub(crate) fn glob_escaped(text: &str) -> String {
     escaped
 }
 
-impl RedisStore {
+impl Client {
     /// Up to `limit` keys of `space` under `prefix`, from `from`, as Redis
     /// keys and lease keys, and the cursor of the next page.
     async fn scan_page(
@@ -62,8 +63,8 @@ impl RedisStore {
             },
         };
         let limit = limit.max(1);
-        let mut connection = self.inner.connection.clone();
-        let timeout = self.inner.config.call_timeout;
+        let mut connection = self.connection.clone();
+        let timeout = self.config.call_timeout;
         for _ in 0..STEPS_PER_PAGE {
             let (next_step, mut keys): (String, Vec<String>) =
                 with_timeout(op, prefix, timeout, async {
@@ -124,7 +125,7 @@ impl RedisStore {
                     }
                     other => return Err(other),
                 },
-                _ => entries.extend(self.current(Op::List, &key, &reply)?.map(Listed::Held)),
+                _ => entries.extend(current(Op::List, &key, &reply)?.map(Listed::Held)),
             }
         }
         Ok(Page { entries, next })
@@ -173,9 +174,9 @@ impl RedisStore {
         }
         let keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
         let script = if records {
-            &self.inner.scripts.inspect_many
+            &self.scripts.inspect_many
         } else {
-            &self.inner.scripts.read_values
+            &self.scripts.read_values
         };
         let replies: Vec<Vec<Vec<u8>>> = self.run(op, prefix, script, &keys, &[]).await?;
         if replies.len() != keys.len() {

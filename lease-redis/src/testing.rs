@@ -39,7 +39,7 @@ struct RedisHooks {
 impl RedisHooks {
     /// Every key of the namespace (SCAN skips expired ones).
     async fn namespace_keys(&self) -> Result<Vec<String>, BoxError> {
-        let pattern = format!("{}*", glob_escaped(&self.store.key_prefix()));
+        let pattern = format!("{}*", glob_escaped(&self.store.client().key_prefix()));
         let (mut cursor, mut keys) = ("0".to_owned(), Vec::new());
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -48,7 +48,8 @@ impl RedisHooks {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let (next, found): (String, Vec<String>) = self.store.query_namespace(&scan).await?;
+            let (next, found): (String, Vec<String>) =
+                self.store.client().query_namespace(&scan).await?;
             keys.extend(found);
             if next == "0" {
                 keys.sort();
@@ -70,9 +71,9 @@ impl Hooks for RedisHooks {
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
         let planted = async {
             let mut set = redis::cmd("SET");
-            set.arg(self.store.record_key(key))
+            set.arg(self.store.client().record_key(key))
                 .arg("\u{0}not a lease record");
-            let _: () = self.store.query_namespace(&set).await?;
+            let _: () = self.store.client().query_namespace(&set).await?;
             Ok(())
         };
         planted.await
@@ -95,6 +96,7 @@ impl Hooks for RedisHooks {
             for chunk in keys.chunks(512) {
                 let _: () = self
                     .store
+                    .client()
                     .query_namespace(redis::cmd("DEL").arg(chunk))
                     .await?;
             }
@@ -103,7 +105,7 @@ impl Hooks for RedisHooks {
         if let Err(why) = cleanup.await {
             eprintln!(
                 "lease-conformance: could not clean up {}: {why}",
-                self.store.key_prefix()
+                self.store.client().key_prefix()
             );
         }
     }

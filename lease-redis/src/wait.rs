@@ -1,136 +1,60 @@
-//! Release notifications: one pub/sub subscription per store, shared by all
-//! its waiters.
+//! Waiting for a key to be free (rule: a waiter wakes soon after a
+//! release): the loop is `lease_core::wait_until_free`; a look subscribes
+//! to the namespace's release channel, then inspects the key.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
+use lease_core::{LeaseError, LeaseKey, Looked};
 
-use crate::connection::SentinelPrimary;
+use crate::client::Client;
+use crate::notify::Notifier;
 
-/// Where the subscription goes.
-#[derive(Clone)]
-pub(crate) enum Source {
-    /// Any of these servers, the next (round robin) after a failure: one
-    /// server, or the nodes of a cluster, where plain `PUBLISH` reaches
-    /// every node.
-    Nodes(Vec<redis::Client>),
-    /// The current primary under Sentinel.
-    Primary(Arc<SentinelPrimary>),
-}
-
-impl Source {
-    fn client(&self, attempt: usize) -> redis::Client {
-        match self {
-            Self::Nodes(clients) => clients[attempt % clients.len()].clone(),
-            Self::Primary(primary) => primary.client(),
-        }
-    }
-}
-
-/// Fans released lease keys out to the waiters of one store.
-pub(crate) struct Notifier {
-    source: Source,
-    channel: String,
-    released: broadcast::Sender<String>,
-    subscribed: watch::Sender<bool>,
-    started: OnceLock<()>,
-    stop: CancellationToken,
-    connect_timeout: Duration,
-}
-
-impl Notifier {
-    pub fn new(source: Source, channel: String, connect_timeout: Duration) -> Self {
-        Self {
-            source,
-            channel,
-            released: broadcast::channel(1024).0,
-            subscribed: watch::Sender::new(false),
-            started: OnceLock::new(),
-            stop: CancellationToken::new(),
-            connect_timeout,
-        }
+impl Client {
+    pub(crate) async fn wait_free(
+        &self,
+        notifier: &Notifier,
+        key: &LeaseKey,
+        timeout: Duration,
+    ) -> Result<bool, LeaseError> {
+        // Expiry publishes nothing: a look is due when the grant is due to
+        // end, and at least every `wait_recheck` in case a message was
+        // missed.
+        let every = (self.config.wait_recheck, Duration::from_millis(1));
+        // Only the first look waits for the subscription to be up; later
+        // ones take it as it is, so a broken subscription slows no re-check.
+        let mut first = true;
+        let up_within = timeout.min(self.config.connect_timeout);
+        lease_core::wait_until_free(timeout, every, || {
+            let limit = if std::mem::take(&mut first) {
+                up_within
+            } else {
+                Duration::ZERO
+            };
+            self.look(notifier, key, limit)
+        })
+        .await
     }
 
-    /// A receiver of released keys, starting the subscription on first use.
-    /// Waits (at most `limit`) for the subscription to be in place, so a
-    /// release after this returns is not missed while it is up.
-    pub async fn listen(&self, limit: Duration) -> broadcast::Receiver<String> {
-        self.started.get_or_init(|| {
-            tokio::spawn(run(
-                self.source.clone(),
-                self.channel.clone(),
-                self.released.clone(),
-                self.subscribed.clone(),
-                self.stop.clone(),
-                self.connect_timeout,
-            ));
-        });
-        let receiver = self.released.subscribe();
-        let mut subscribed = self.subscribed.subscribe();
-        let _ = tokio::time::timeout(limit, subscribed.wait_for(|up| *up)).await;
-        receiver
-    }
-}
-
-impl Drop for Notifier {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn run(
-    source: Source,
-    channel: String,
-    released: broadcast::Sender<String>,
-    subscribed: watch::Sender<bool>,
-    stop: CancellationToken,
-    connect_timeout: Duration,
-) {
-    let mut backoff = Duration::from_millis(50);
-    for attempt in 0.. {
-        if stop.is_cancelled() {
-            return;
-        }
-        let client = source.client(attempt);
-        let session = async {
-            let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| "timed out connecting".to_owned())?
-                .map_err(|e| e.to_string())?;
-            tokio::time::timeout(connect_timeout, pubsub.subscribe(&channel))
-                .await
-                .map_err(|_| "timed out subscribing".to_owned())?
-                .map_err(|e| e.to_string())?;
-            subscribed.send_replace(true);
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                // One message names every key a release batch freed,
-                // newline-separated.
-                if let Ok(keys) = message.get_payload::<String>() {
-                    for key in keys.split('\n') {
-                        let _ = released.send(key.to_owned());
-                    }
-                }
-            }
-            Err::<(), _>("subscription closed".to_owned())
+    /// Subscribed first, then the record: no release falls between them.
+    async fn look<'a>(
+        &self,
+        notifier: &Notifier,
+        key: &'a LeaseKey,
+        limit: Duration,
+    ) -> Result<Looked<impl Future<Output = ()> + 'a>, LeaseError> {
+        let mut released = notifier.listen(limit).await;
+        let remaining = match self.inspect(key).await {
+            Ok(None) | Err(LeaseError::Corrupt { .. }) => return Ok(Looked::Free),
+            Ok(Some(record)) => record.remaining,
+            Err(error) => return Err(error),
         };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            Err(why) = session => {
-                subscribed.send_replace(false);
-                tracing::debug!(%why, "redis release subscription down; reconnecting");
-                if let Source::Primary(primary) = &source {
-                    primary.follow().await;
+        let freed = async move {
+            while let Ok(released_key) = released.recv().await {
+                if released_key == key.as_str() {
+                    return;
                 }
             }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        Ok(Looked::Held { remaining, freed })
     }
 }
