@@ -2,9 +2,11 @@
 //! safety check. Both are cases like the others.
 
 mod cancellation;
+mod judge;
 mod model;
 mod safety;
 mod state_machine;
+mod steps;
 
 use crate::{CaseError, ensure};
 

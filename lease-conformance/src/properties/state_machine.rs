@@ -5,116 +5,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use lease_core::{
-    Claim, DynLeaseStore, Fence, FencingToken, Holder, LeaseError, LeaseKey, LeaseStore,
-};
-use proptest::prelude::*;
+use lease_core::{DynLeaseStore, Fence, FencingToken, Holder, LeaseError, LeaseKey, LeaseStore};
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use tokio::time::Instant;
 
 use super::model::{Model, Status};
+use super::steps::{BIG_VALUE, HOLDERS, KEYS, RECHECK_ALLOWANCE, Step, step};
 use crate::Timing;
 use crate::lag::Lag;
-
-const KEYS: usize = 2;
-/// `a#1` and `a#2` share an id, and `a:b#1` and `a#b:1` read alike once
-/// joined with a colon: the model must keep them all apart.
-const HOLDERS: [(&str, &str); 6] = [
-    ("a", "1"),
-    ("a", "2"),
-    ("b", "1"),
-    ("a:b", "1"),
-    ("a", "b:1"),
-    ("wörker 7", "boot #3"),
-];
-/// How long after a grant certainly ended a waiter may still time out: its
-/// timed re-check.
-const RECHECK_ALLOWANCE: Duration = Duration::from_secs(1);
-/// Guarded values: one byte, or this many bytes of it (binary).
-const BIG_VALUE: usize = 4096;
-
-/// One step of a sequence. Indices pick keys, holders and earlier fences.
-#[derive(Clone, Debug)]
-pub enum Step {
-    Claim {
-        key: usize,
-        holder: usize,
-        ttl: u8,
-    },
-    Reclaim {
-        key: usize,
-        holder: usize,
-        observed: usize,
-        ttl: u8,
-    },
-    Renew {
-        key: usize,
-        fence: usize,
-        ttl: u8,
-    },
-    /// One `renew_many` call: (key, fence, ttl) on distinct keys.
-    RenewMany {
-        renewals: Vec<(usize, usize, u8)>,
-    },
-    Release {
-        key: usize,
-        fence: usize,
-    },
-    Inspect {
-        key: usize,
-    },
-    GuardedWrite {
-        key: usize,
-        fence: usize,
-        value: u8,
-        big: bool,
-    },
-    PutMarker {
-        key: usize,
-        value: u8,
-    },
-    DeleteMarker {
-        key: usize,
-        value: u8,
-    },
-    GetMarker {
-        key: usize,
-    },
-    /// Sleep `quarters` quarters of the base TTL.
-    Sleep {
-        quarters: u8,
-    },
-    /// Wait for the key to be free, for `quarters` quarters of the base TTL.
-    Wait {
-        key: usize,
-        quarters: u8,
-    },
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    let key = 0..KEYS;
-    let holder = 0..HOLDERS.len();
-    let ttl = 1u8..=3;
-    let pick = 0usize..8;
-    prop_oneof![
-        4 => (key.clone(), holder.clone(), ttl.clone()).prop_map(|(key, holder, ttl)| Step::Claim { key, holder, ttl }),
-        2 => (key.clone(), holder, pick.clone(), ttl.clone()).prop_map(|(key, holder, observed, ttl)| Step::Reclaim { key, holder, observed, ttl }),
-        3 => (key.clone(), pick.clone(), ttl.clone()).prop_map(|(key, fence, ttl)| Step::Renew { key, fence, ttl }),
-        2 => proptest::collection::vec((key.clone(), pick.clone(), ttl), 1..=4).prop_map(|mut renewals| {
-            renewals.sort_by_key(|r| r.0);
-            renewals.dedup_by_key(|r| r.0);
-            Step::RenewMany { renewals }
-        }),
-        2 => (key.clone(), pick.clone()).prop_map(|(key, fence)| Step::Release { key, fence }),
-        2 => key.clone().prop_map(|key| Step::Inspect { key }),
-        1 => (key.clone(), pick, any::<u8>(), any::<bool>()).prop_map(|(key, fence, value, big)| Step::GuardedWrite { key, fence, value, big }),
-        1 => (key.clone(), 0u8..2).prop_map(|(key, value)| Step::PutMarker { key, value }),
-        1 => (key.clone(), 0u8..2).prop_map(|(key, value)| Step::DeleteMarker { key, value }),
-        1 => key.clone().prop_map(|key| Step::GetMarker { key }),
-        2 => (1u8..=3).prop_map(|quarters| Step::Sleep { quarters }),
-        1 => (key, 1u8..=3).prop_map(|(key, quarters)| Step::Wait { key, quarters }),
-    ]
-}
 
 /// Runs the state-machine test: `cases` random sequences of up to `steps`
 /// steps. Returns the number of sequences tried, or the shrunk failure.
@@ -159,16 +57,16 @@ pub(crate) async fn run(
 /// Numbers sequences so each runs on keys of its own.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-struct Sequence<'a> {
-    store: &'a dyn LeaseStore,
-    timing: &'a Timing,
-    lag: &'a Lag,
-    keys: Vec<LeaseKey>,
-    targets: Vec<LeaseKey>,
-    markers: Vec<LeaseKey>,
-    holders: Vec<Holder>,
-    model: Model,
-    granularity: Duration,
+pub(super) struct Sequence<'a> {
+    pub(super) store: &'a dyn LeaseStore,
+    pub(super) timing: &'a Timing,
+    pub(super) lag: &'a Lag,
+    pub(super) keys: Vec<LeaseKey>,
+    pub(super) targets: Vec<LeaseKey>,
+    pub(super) markers: Vec<LeaseKey>,
+    pub(super) holders: Vec<Holder>,
+    pub(super) model: Model,
+    pub(super) granularity: Duration,
 }
 
 impl<'a> Sequence<'a> {
@@ -210,45 +108,6 @@ impl<'a> Sequence<'a> {
     }
 
     /// An earlier fence on `key`, or one never granted when there is none.
-    /// Judges a renewal of `fence` on `key` against the model.
-    fn renewed(
-        &mut self,
-        key: usize,
-        fence: &Fence,
-        asked: Duration,
-        outcome: Result<lease_core::Grant, LeaseError>,
-        sent: Instant,
-        replied: Instant,
-    ) -> Result<(), String> {
-        let slack = self.timing.slack;
-        let granularity = self.granularity;
-        let km = self.model.keys.entry(key).or_default();
-        let status = km.status(sent, replied);
-        let current = km.is_current(fence);
-        match outcome {
-            Ok(grant) => {
-                if !current || status == Status::Free {
-                    return Err(format!("renewed {fence}, which is not the live grant"));
-                }
-                if grant.fence != *fence || grant.fresh {
-                    return Err(format!("renewal changed the grant: {grant:?}"));
-                }
-                check_grant(&grant, asked, granularity, sent, replied, self.lag)?;
-                km.granted(&grant, sent, replied, slack);
-            }
-            Err(LeaseError::Lost { .. }) => {
-                if current && status == Status::Live {
-                    return Err(format!("renewal of the live grant {fence} refused"));
-                }
-                if current {
-                    km.ended();
-                }
-            }
-            Err(other) => return Err(format!("renew failed: {other}")),
-        }
-        Ok(())
-    }
-
     fn fence(&self, key: usize, pick: usize) -> Fence {
         let km = self.model.keys.get(&key);
         match km.filter(|km| !km.fences.is_empty()) {
@@ -499,108 +358,4 @@ impl<'a> Sequence<'a> {
             }
         }
     }
-
-    /// Checks the outcome of a claim or reclaim against the model.
-    #[allow(clippy::too_many_arguments)]
-    fn claimed(
-        &mut self,
-        key: usize,
-        holder: &Holder,
-        observed: Option<&Fence>,
-        asked: Duration,
-        outcome: Result<Claim, LeaseError>,
-        sent: Instant,
-        replied: Instant,
-    ) -> Result<(), String> {
-        let slack = self.timing.slack;
-        let km = self.model.keys.entry(key).or_default();
-        let status = km.status(sent, replied);
-        let current = km.current.clone();
-        let own = current
-            .as_ref()
-            .is_some_and(|live| live.fence.holder == *holder);
-        let matches_observed = current
-            .as_ref()
-            .zip(observed)
-            .is_some_and(|(live, observed)| live.fence == *observed);
-        match outcome.map_err(|e| format!("claim failed: {e}"))? {
-            Claim::Acquired(grant) => {
-                if grant.fence.holder != *holder || grant.fence.key != self.keys[key] {
-                    return Err(format!("grant names the wrong holder or key: {grant:?}"));
-                }
-                check_grant(&grant, asked, self.granularity, sent, replied, self.lag)?;
-                if grant.fresh {
-                    if status == Status::Live && (own || !matches_observed) {
-                        let live = current
-                            .as_ref()
-                            .map(|l| l.fence.to_string())
-                            .unwrap_or_default();
-                        return Err(format!(
-                            "fresh grant {} while {live} is certainly live",
-                            grant.fence
-                        ));
-                    }
-                    km.check_fresh_token(&grant)?;
-                } else {
-                    let Some(live) = current.filter(|_| own && status != Status::Free) else {
-                        return Err(format!(
-                            "grant {grant:?} says it is not fresh, but the holder held nothing"
-                        ));
-                    };
-                    if grant.token() != live.fence.token {
-                        return Err(format!(
-                            "re-claim changed the token from {} to {}",
-                            live.fence.token,
-                            grant.token()
-                        ));
-                    }
-                }
-                km.granted(&grant, sent, replied, slack);
-            }
-            Claim::Busy(record) => {
-                km.seen(&record.fence());
-                if status == Status::Free {
-                    return Err(format!("busy with {record:?}, but no grant can be live"));
-                }
-                if own {
-                    return Err(format!("{holder}'s own claim was busy with {record:?}"));
-                }
-                if matches_observed {
-                    return Err(format!(
-                        "reclaim of the observed grant was busy with {record:?}"
-                    ));
-                }
-                km.check_record(&record)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The granted TTL is the asked one rounded up to the granularity, and the
-/// deadline is the store's send instant plus the TTL.
-fn check_grant(
-    grant: &lease_core::Grant,
-    asked: Duration,
-    granularity: Duration,
-    sent: Instant,
-    replied: Instant,
-    lag: &Lag,
-) -> Result<(), String> {
-    crate::check::judge_deadline(grant, sent, replied, lag.worst(sent, replied))?;
-    check_ttl(grant, asked, granularity)
-}
-
-fn check_ttl(
-    grant: &lease_core::Grant,
-    asked: Duration,
-    granularity: Duration,
-) -> Result<(), String> {
-    if grant.ttl < asked || grant.ttl >= asked + granularity.max(Duration::from_nanos(1)) {
-        return Err(format!(
-            "asked for {asked:?}, granted {:?} (granularity {granularity:?})",
-            grant.ttl
-        ));
-    }
-    Ok(())
 }
