@@ -1,11 +1,12 @@
-//! Waiting for a key to be free: a watch from the revision read, with a
-//! timed re-check.
+//! Waiting for a key to be free (rule: a waiter wakes soon after a
+//! release): the loop is `lease_core::wait_until_free`; a look reads the
+//! record, then watches the key from just after the revision read, so no
+//! delete can slip between them.
 
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
-use lease_core::{LeaseError, LeaseKey, Op};
-use tokio::time::Instant;
+use lease_core::{LeaseError, LeaseKey, Looked, Op};
 
 use crate::client::Client;
 use crate::leases::MARGIN;
@@ -17,55 +18,48 @@ impl Client {
         key: &LeaseKey,
         timeout: Duration,
     ) -> Result<bool, LeaseError> {
-        let give_up = Instant::now() + timeout;
         let etcd_key = self.record_key(key);
-        let recheck_every = self.config.wait_recheck;
-        loop {
-            let (kv, revision) = match self.get(Op::Wait, key, &etcd_key).await {
-                Ok(read) => read,
-                Err(error) if Instant::now() >= give_up => return Err(error),
-                Err(_) => {
-                    tokio::time::sleep(recheck_every.min(give_up - Instant::now())).await;
-                    continue;
-                }
-            };
-            // A corrupt record counts as free; a held one ends at the
-            // latest when its etcd lease does.
-            let left = match Found::from_kv(kv.as_ref()) {
-                Found::Absent | Found::Corrupt { .. } => return Ok(true),
-                Found::Held(held) => held.ttl + MARGIN,
-            };
-            if Instant::now() >= give_up {
-                return Ok(false);
-            }
-            let recheck = (Instant::now() + left.min(recheck_every)).min(give_up);
-            // Watch from just after the read: no delete can slip between.
-            let mut watcher = self.client.watch_client();
-            let options = WatchOptions::new().with_start_revision(revision + 1);
-            let watch = tokio::time::timeout(
-                self.call_timeout(),
-                watcher.watch(etcd_key.as_str(), Some(options)),
-            )
-            .await;
+        // A held key ends at the latest when its etcd lease does: the
+        // grant's TTL and the lease's margin.
+        let every = (self.config.wait_recheck, MARGIN);
+        lease_core::wait_until_free(timeout, every, || self.look(key, &etcd_key)).await
+    }
+
+    async fn look(
+        &self,
+        key: &LeaseKey,
+        etcd_key: &str,
+    ) -> Result<Looked<impl Future<Output = ()> + use<>>, LeaseError> {
+        let (kv, revision) = self.get(Op::Wait, key, etcd_key).await?;
+        // A corrupt record counts as free.
+        let remaining = match Found::from_kv(kv.as_ref()) {
+            Found::Absent | Found::Corrupt { .. } => return Ok(Looked::Free),
+            Found::Held(held) => held.ttl,
+        };
+        let mut watcher = self.client.watch_client();
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let watch =
+            tokio::time::timeout(self.call_timeout(), watcher.watch(etcd_key, Some(options))).await;
+        let freed = async move {
+            // No watch: only the re-check or the grant's end wakes.
             let Ok(Ok(mut stream)) = watch else {
-                tokio::time::sleep_until(recheck).await;
-                continue;
+                return std::future::pending().await;
             };
+            let _watcher = watcher;
             loop {
-                tokio::select! {
-                    message = stream.message() => match message {
-                        // Compacted past our revision, or closed: read again.
-                        Ok(Some(response)) if response.canceled() => break,
-                        Ok(Some(response)) => {
-                            if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
-                                return Ok(true);
-                            }
+                match stream.message().await {
+                    // Compacted past our revision, or closed: look again.
+                    Ok(Some(response)) if response.canceled() => return,
+                    Ok(Some(response)) => {
+                        let events = response.events();
+                        if events.iter().any(|e| e.event_type() == EventType::Delete) {
+                            return;
                         }
-                        Ok(None) | Err(_) => break,
-                    },
-                    () = tokio::time::sleep_until(recheck) => break,
+                    }
+                    Ok(None) | Err(_) => return,
                 }
             }
-        }
+        };
+        Ok(Looked::Held { remaining, freed })
     }
 }
