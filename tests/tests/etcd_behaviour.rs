@@ -328,9 +328,11 @@ async fn a_watching_waiter_wakes_within_milliseconds_of_a_release() {
         "etcd wait wake-up after release: median {median:?}, max {max:?} over {} releases",
         latencies.len()
     );
+    // A poll wakes near the 1 s re-check every time; a stalled runner
+    // delays a few wake-ups, not the median of twenty.
     assert!(
-        max < Duration::from_millis(200),
-        "a waiter woke {max:?} after the release (a poll, not the watch)"
+        median < Duration::from_millis(200),
+        "waiters woke a median {median:?} after the release (max {max:?}): a poll, not the watch"
     );
 }
 

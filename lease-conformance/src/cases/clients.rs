@@ -94,17 +94,24 @@ cases! {
         let t = s.timing();
         let other = second_client(s).await?;
         let k = key("clients/inspect");
-        let first = acquire(&*s.store, &k, &holder("a", "1"), t.steady_ttl).await?.value;
+        let first = acquire(&*s.store, &k, &holder("a", "1"), t.long_ttl).await?.value;
         let seen = other.inspect(&k).await?;
         ensure!(seen.as_ref().is_some_and(|r| r.is(&first.fence)), "the other client shows {seen:?}, not the grant");
         ensure!(s.store.release(&first.fence).await?, "release of the live grant released nothing");
         let seen = other.inspect(&k).await?;
         ensure!(seen.is_none(), "after a release, the other client still shows {seen:?}");
-        let next = acquire(&*s.store, &k, &holder("b", "1"), t.steady_ttl).await?.value;
+        // Shorter than the renewal to come, so a stale time left shows.
+        let next = acquire(&*s.store, &k, &holder("b", "1"), t.steady_ttl).await?;
+        let live_until = next.sent + next.value.ttl;
         let seen = other.inspect(&k).await?;
-        ensure!(seen.as_ref().is_some_and(|r| r.is(&next.fence)), "after a new claim, the other client shows {seen:?}");
+        if !seen.as_ref().is_some_and(|r| r.is(&next.value.fence)) {
+            return Err(s.broken_unless_late(&format!("after a new claim, the other client shows {seen:?}"), Instant::now(), live_until));
+        }
         let sent = Instant::now();
-        let renewed = s.store.renew(&next.fence, t.long_ttl).await?;
+        let renewed = match s.store.renew(&next.value.fence, t.long_ttl).await {
+            Ok(renewed) => renewed,
+            Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant gave {e}"), Instant::now(), live_until)),
+        };
         let seen = other.inspect(&k).await?.ok_or_else(|| CaseError::Failed("the renewed grant is gone for the other client".into()))?;
         let step = s.store.capabilities().ttl_granularity;
         ensure!(seen.remaining + sent.elapsed() + step >= renewed.ttl, "after a renewal for {:?}, the other client shows {:?} left", renewed.ttl, seen.remaining);

@@ -229,13 +229,18 @@ cases! {
         let escaped = LeaseKey::from_segments(["list", "esc", "a/b", "x"]).expect("valid");
         let nested = key("list/esc/a/b/y");
         acquire(&*s.store, &escaped, &a, t.long_ttl).await?;
-        let claimed = acquire(&*s.store, &nested, &a, t.steady_ttl).await?.value;
+        // Shorter than the renewal to come, so a stale time left shows.
+        let claimed = acquire(&*s.store, &nested, &a, t.steady_ttl).await?;
+        let live_until = claimed.sent + claimed.value.ttl;
         let under_escaped = listed(&*s.store, &LeaseKey::from_segments(["list", "esc", "a/b"]).expect("valid"), 10).await?;
         ensure!(under_escaped.keys().eq([escaped.as_str()]), "listing the escaped segment a%2Fb gave {:?}", under_escaped.keys().collect::<Vec<_>>());
         let under_path = listed(&*s.store, &key("list/esc/a"), 10).await?;
         ensure!(under_path.keys().eq([nested.as_str()]), "listing list/esc/a gave {:?}, not only {nested}", under_path.keys().collect::<Vec<_>>());
         let sent = tokio::time::Instant::now();
-        let renewed = s.store.renew(&claimed.fence, t.long_ttl).await?;
+        let renewed = match s.store.renew(&claimed.value.fence, t.long_ttl).await {
+            Ok(renewed) => renewed,
+            Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant gave {e}"), tokio::time::Instant::now(), live_until)),
+        };
         let found = listed(&*s.store, &key("list/esc/a"), 10).await?;
         let Some(Listed::Held(record)) = found.get(nested.as_str()) else {
             return Err(CaseError::Failed(format!("the renewed grant is not listed: {found:?}")));
