@@ -16,114 +16,139 @@ use lease_core::{
 };
 use tokio::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flaw {
-    ReclaimKeepsToken,
-    TokenReusedAfterExpiry,
-    ReleaseClearsNewerGrant,
-    RenewAcceptsSuperseded,
-    RenewRevivesExpired,
-    IncarnationIgnored,
-    ReclaimByHolderGetsNewToken,
-    NeverExpires,
-    TtlClamped,
-    ReclaimWithoutCompare,
-    MarkerDeleteIgnoresValue,
-    MarkerPutOverwrites,
-    GuardedWriteUnchecked,
-    ExpiresEarly,
-    CorruptReadsAsFree,
-    WaitPollsSlowly,
-    TtlRoundedDown,
-    LateDeadline,
-    WaitIgnoresTimeout,
-    WaitWakesOnAnyRelease,
+/// The flaws a broken double can have, each with the test that runs the
+/// cases that must catch it: one table, so a flaw cannot go untested.
+/// (`StallsItsRunner` breaks no rule; its own test checks the suite never
+/// calls it broken.)
+macro_rules! flaws {
+    ($($(#[$doc:meta])* $flaw:ident $(=> $test:ident: [$($case:literal),+ $(,)?])?;)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Flaw {
+            $($(#[$doc])* $flaw,)*
+        }
+
+        $($(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                // The cases that must catch the flaw; the unflawed double
+                // passes every case, so their failures come from the flaw.
+                let failed = failures(Some(Flaw::$flaw), Some(&[$($case),+])).await;
+                let names: Vec<_> = failed.iter().map(|(name, _)| *name).collect();
+                for case in [$($case),+] {
+                    assert!(names.contains(&case), "{:?} was not caught by {case}; failed: {names:?}", Flaw::$flaw);
+                }
+            }
+        )?)*
+    };
+}
+
+flaws! {
+    ReclaimKeepsToken => reclaim_keeping_the_token_is_caught: ["reclaim_takes_over_the_observed_grant"];
+    TokenReusedAfterExpiry => token_reuse_after_expiry_is_caught: ["claim_after_expiry_gets_higher_token"];
+    ReleaseClearsNewerGrant => release_clearing_a_newer_grant_is_caught: ["release_never_clears_a_newer_grant"];
+    RenewAcceptsSuperseded => renew_of_a_superseded_grant_is_caught: ["renew_refuses_a_superseded_grant"];
+    RenewRevivesExpired => renew_reviving_an_expired_grant_is_caught: ["renew_never_revives_an_expired_grant"];
+    IncarnationIgnored => ignored_incarnation_is_caught: ["claim_by_other_incarnation_is_busy", "renew_refuses_unknown_fences"];
+    ReclaimByHolderGetsNewToken => new_token_on_reclaim_by_holder_is_caught: ["claim_by_current_holder_keeps_token", "reclaim_retry_by_the_winner_keeps_token"];
+    NeverExpires => missing_expiry_is_caught: ["claim_after_expiry_gets_higher_token", "wait_wakes_on_expiry", "check_follows_the_live_grant"];
+    TtlClamped => clamped_ttl_is_caught: ["invalid_ttls_are_refused"];
+    ReclaimWithoutCompare => reclaim_without_compare_is_caught: ["reclaim_loses_to_a_newer_grant"];
+    MarkerDeleteIgnoresValue => marker_delete_ignoring_the_value_is_caught: ["marker_delete_only_with_the_equal_value"];
+    MarkerPutOverwrites => marker_put_overwriting_is_caught: ["marker_put_is_if_absent_or_equal"];
+    GuardedWriteUnchecked => unchecked_guarded_write_is_caught: ["guarded_write_refused_without_the_live_fence"];
+    ExpiresEarly => early_expiry_is_caught: ["concurrent_holders_never_overlap", "state_machine_agrees_with_the_model"];
+    CorruptReadsAsFree => corrupt_read_as_free_is_caught: ["inspect_reports_a_corrupt_record"];
+    WaitPollsSlowly => slow_polling_wait_is_caught: ["wait_wakes_on_release"];
+    TtlRoundedDown => ttl_rounded_down_is_caught: ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
+    LateDeadline => late_deadline_is_caught: ["claim_acquires_a_free_key", "renew_keeps_token_and_extends", "state_machine_agrees_with_the_model"];
+    WaitIgnoresTimeout => wait_ignoring_its_timeout_is_caught: ["wait_times_out_while_held"];
+    WaitWakesOnAnyRelease => wait_waking_on_any_release_is_caught: ["wait_wakes_on_release"];
     /// Like a client that ends grants by a local timer it sets once the
     /// reply is in: a call cut off in between leaves a grant that never ends.
-    CutOffGrantNeverEnds,
-    RenewAcceptsInvalidTtl,
-    ReclaimAcceptsInvalidTtl,
-    MaxTtlRefused,
-    RenewKeepsFirstTtl,
-    RenewNeverShortens,
-    TimeLeftFrozen,
+    CutOffGrantNeverEnds => cut_off_grant_that_never_ends_is_caught: ["cancelled_calls_leave_no_grant_behind"];
+    RenewAcceptsInvalidTtl => renew_accepting_invalid_ttls_is_caught: ["every_operation_validates_its_ttl"];
+    ReclaimAcceptsInvalidTtl => reclaim_accepting_invalid_ttls_is_caught: ["every_operation_validates_its_ttl"];
+    MaxTtlRefused => refused_maximum_ttl_is_caught: ["every_operation_validates_its_ttl"];
+    RenewKeepsFirstTtl => renewal_keeping_the_first_ttl_is_caught: ["renewal_changes_the_ttl_both_ways"];
+    RenewNeverShortens => renewal_that_never_shortens_is_caught: ["renewal_changes_the_ttl_both_ways"];
+    TimeLeftFrozen => frozen_time_left_is_caught: ["time_left_counts_down"];
     /// Inspect calls a grant free in its last half, as a store that
     /// rounds time left down to whole units would, while renewals still
     /// find it.
-    InspectFreesEarly,
+    InspectFreesEarly => inspect_freeing_early_is_caught: ["a_key_inspect_shows_free_is_ended"];
     /// Holder compared as `id:incarnation`.
-    HolderJoinedWithColon,
+    HolderJoinedWithColon => holder_joined_with_a_colon_is_caught: ["look_alike_holders_stay_apart"];
     /// Holder compared as `id` followed by `incarnation`.
-    HolderConcatenated,
-    KeysCaseFolded,
-    KeysPercentDecoded,
-    CheckIgnoresToken,
-    ReleaseIgnoresToken,
-    EmptyGuardedReadsAsNone,
+    HolderConcatenated => concatenated_holder_is_caught: ["look_alike_holders_stay_apart"];
+    KeysCaseFolded => case_folded_keys_are_caught: ["look_alike_keys_stay_apart"];
+    KeysPercentDecoded => percent_decoded_keys_are_caught: ["look_alike_keys_stay_apart"];
+    CheckIgnoresToken => check_ignoring_the_token_is_caught: ["older_grants_of_the_same_holder_are_refused"];
+    ReleaseIgnoresToken => release_ignoring_the_token_is_caught: ["older_grants_of_the_same_holder_are_refused"];
+    EmptyGuardedReadsAsNone => empty_value_read_as_none_is_caught: ["values_keep_every_byte_up_to_the_limit"];
     /// Guarded values kept as (lossy) UTF-8 text.
-    GuardedValuesMangled,
-    MaxValueRefused,
-    ReclaimNotAtomic,
+    GuardedValuesMangled => mangled_binary_values_are_caught: ["values_keep_every_byte_up_to_the_limit"];
+    MaxValueRefused => refused_maximum_value_is_caught: ["values_keep_every_byte_up_to_the_limit"];
+    ReclaimNotAtomic => non_atomic_reclaim_is_caught: ["concurrent_reclaims_have_one_winner"];
     /// A claim finds the key free, then writes after a gap regardless.
-    ClaimNotAtomic,
+    ClaimNotAtomic => non_atomic_claim_is_caught: ["concurrent_claims_by_one_holder_share_one_grant", "concurrent_holders_never_overlap"];
     /// Claims made at once are answered with each other's outcomes, as a
     /// batch that pairs replies with the wrong callers would.
-    ClaimsMisrouted,
-    ReleaseNotAtomic,
-    RenewNotAtomic,
-    MarkerPutNotAtomic,
-    GuardedWriteNotAtomic,
+    ClaimsMisrouted => misrouted_claims_are_caught: ["concurrent_claims_of_many_keys_each_get_their_own_grant"];
+    ReleaseNotAtomic => non_atomic_release_is_caught: ["concurrent_releases_release_once"];
+    RenewNotAtomic => non_atomic_renew_is_caught: ["renewals_racing_a_takeover_never_undo_it"];
+    MarkerPutNotAtomic => non_atomic_marker_put_is_caught: ["concurrent_marker_puts_keep_one_value"];
+    GuardedWriteNotAtomic => non_atomic_guarded_write_is_caught: ["guarded_writes_stop_at_a_takeover"];
     /// Markers kept with a TTL of a few seconds.
-    MarkersExpire,
-    WaitWakesOnRenewal,
-    WaitIgnoresCorrupt,
+    MarkersExpire => expiring_markers_are_caught: ["markers_outlive_seconds_and_leases"];
+    WaitWakesOnRenewal => wait_woken_by_renewals_is_caught: ["wait_sleeps_through_renewals"];
+    WaitIgnoresCorrupt => wait_ignoring_corrupt_records_is_caught: ["wait_treats_a_corrupt_record_as_free"];
     /// Keeps a record per key ever used.
-    RecordsKeptForever,
+    RecordsKeptForever => records_kept_forever_are_caught: ["records_stay_bounded_by_live_and_recent_grants"];
     /// One refused fence fails the whole batch.
-    RenewManyFailsWhole,
+    RenewManyFailsWhole => batch_failing_whole_is_caught: ["renew_many_answers_each_fence_as_renew_would"];
     /// A batch answers its renewals sorted, successes first.
-    RenewManyOutOfOrder,
+    RenewManyOutOfOrder => batch_out_of_order_is_caught: ["renew_many_answers_each_fence_as_renew_would"];
     /// A batch compares holder and token but not expiry.
-    RenewManyRevives,
+    RenewManyRevives => batch_reviving_expired_grants_is_caught: ["renew_many_answers_each_fence_as_renew_would"];
     /// A batch renews every fence with the first one's TTL.
-    RenewManyFirstTtl,
+    RenewManyFirstTtl => batch_with_the_first_ttl_is_caught: ["renew_many_answers_each_fence_as_renew_would"];
     /// Lists every key whose text starts with the prefix (`ab` under `a`).
-    ListByTextPrefix,
+    ListByTextPrefix => listing_by_text_prefix_is_caught: ["list_shows_live_grants_under_a_prefix", "list_markers_shows_markers_under_a_prefix"];
     /// Lists grants past their expiry.
-    ListIncludesExpired,
+    ListIncludesExpired => listing_expired_grants_is_caught: ["list_leaves_out_expired_grants"];
     /// Leaves corrupt records out of listings.
-    ListHidesCorrupt,
+    ListHidesCorrupt => hiding_corrupt_records_is_caught: ["list_reports_corrupt_records"];
     /// Skips the first key of every page after the first.
-    ListLosesAtPageBreaks,
+    ListLosesAtPageBreaks => losing_keys_at_page_breaks_is_caught: ["list_pages_through_every_grant", "list_markers_shows_markers_under_a_prefix"];
     /// Waiters are woken only by a re-check every 500 ms, though the store
     /// declares notifications: they silently fail.
-    NotificationsDead,
+    NotificationsDead => dead_notifications_are_caught: ["wait_wakes_on_release", "release_is_seen_by_other_clients"];
     /// Keys compared by their first 300 bytes only.
-    KeysTruncated,
+    KeysTruncated => truncated_keys_are_caught: ["longest_keys_sharing_a_prefix_stay_apart"];
     /// Grants end after half an hour at most, whatever TTL they report.
-    MaxTtlCut,
+    MaxTtlCut => a_cut_maximum_ttl_is_caught: ["a_grant_at_the_maximum_ttl_lasts_that_long"];
     /// A batch answers a key's later fences as its first fence was.
-    RenewManyByKey,
+    RenewManyByKey => a_batch_answering_by_key_is_caught: ["renew_many_answers_odd_batches_entry_by_entry"];
     /// A batch compares holder ids, not incarnations.
-    RenewManyIgnoresIncarnation,
+    RenewManyIgnoresIncarnation => a_batch_ignoring_incarnations_is_caught: ["renew_many_answers_odd_batches_entry_by_entry"];
     /// An empty batch is answered with an error.
-    RenewManyEmptyAnswered,
+    RenewManyEmptyAnswered => an_answered_empty_batch_is_caught: ["renew_many_answers_odd_batches_entry_by_entry"];
     /// Pages by offset: a key ended before the cursor makes the next page
     /// skip one.
-    ListPagesByOffset,
+    ListPagesByOffset => paging_by_offset_is_caught: ["list_keeps_steady_keys_while_others_come_and_go"];
     /// Returns everything on one page, whatever the limit.
-    ListIgnoresLimit,
+    ListIgnoresLimit => ignoring_the_page_size_is_caught: ["list_keeps_steady_keys_while_others_come_and_go"];
     /// Matches prefixes on the decoded text, so an escaped `/` splits a
     /// segment.
-    ListPrefixDecoded,
+    ListPrefixDecoded => decoded_prefixes_are_caught: ["list_matches_escaped_segments_and_shows_renewed_time_left"];
     /// Lists the time left of a grant's first TTL, not of its renewals.
-    ListStaleTimeLeft,
+    ListStaleTimeLeft => stale_listed_time_left_is_caught: ["list_matches_escaped_segments_and_shows_renewed_time_left"];
     /// Inspect answers from a copy it read up to a second ago.
-    InspectCached,
+    InspectCached => cached_inspects_are_caught: ["inspect_shows_other_clients_changes_at_once"];
     /// Not a broken rule: now and then a renewal blocks the runner's
     /// thread for a while after it is decided, as a starved machine does. The suite must never call this
     /// backend broken.
-    StallsItsRunner,
+    StallsItsRunner;
 }
 
 /// How long the stalling double blocks its runner per renewal.
@@ -1045,89 +1070,4 @@ async fn a_stalled_runner_is_never_called_a_broken_backend() {
             r.starved
         );
     }
-}
-
-macro_rules! caught {
-    ($($test:ident: $flaw:ident => [$($case:literal),+ $(,)?];)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $test() {
-            // The cases that must catch the flaw; the unflawed double passes
-            // every case, so their failures come from the flaw.
-            let failed = failures(Some(Flaw::$flaw), Some(&[$($case),+])).await;
-            let names: Vec<_> = failed.iter().map(|(name, _)| *name).collect();
-            for case in [$($case),+] {
-                assert!(names.contains(&case), "{:?} was not caught by {case}; failed: {names:?}", Flaw::$flaw);
-            }
-        }
-    )*};
-}
-
-caught! {
-    reclaim_keeping_the_token_is_caught: ReclaimKeepsToken => ["reclaim_takes_over_the_observed_grant"];
-    token_reuse_after_expiry_is_caught: TokenReusedAfterExpiry => ["claim_after_expiry_gets_higher_token"];
-    release_clearing_a_newer_grant_is_caught: ReleaseClearsNewerGrant => ["release_never_clears_a_newer_grant"];
-    renew_of_a_superseded_grant_is_caught: RenewAcceptsSuperseded => ["renew_refuses_a_superseded_grant"];
-    renew_reviving_an_expired_grant_is_caught: RenewRevivesExpired => ["renew_never_revives_an_expired_grant"];
-    ignored_incarnation_is_caught: IncarnationIgnored => ["claim_by_other_incarnation_is_busy", "renew_refuses_unknown_fences"];
-    new_token_on_reclaim_by_holder_is_caught: ReclaimByHolderGetsNewToken => ["claim_by_current_holder_keeps_token", "reclaim_retry_by_the_winner_keeps_token"];
-    missing_expiry_is_caught: NeverExpires => ["claim_after_expiry_gets_higher_token", "wait_wakes_on_expiry", "check_follows_the_live_grant"];
-    clamped_ttl_is_caught: TtlClamped => ["invalid_ttls_are_refused"];
-    reclaim_without_compare_is_caught: ReclaimWithoutCompare => ["reclaim_loses_to_a_newer_grant"];
-    marker_delete_ignoring_the_value_is_caught: MarkerDeleteIgnoresValue => ["marker_delete_only_with_the_equal_value"];
-    marker_put_overwriting_is_caught: MarkerPutOverwrites => ["marker_put_is_if_absent_or_equal"];
-    unchecked_guarded_write_is_caught: GuardedWriteUnchecked => ["guarded_write_refused_without_the_live_fence"];
-    early_expiry_is_caught: ExpiresEarly => ["concurrent_holders_never_overlap", "state_machine_agrees_with_the_model"];
-    corrupt_read_as_free_is_caught: CorruptReadsAsFree => ["inspect_reports_a_corrupt_record"];
-    slow_polling_wait_is_caught: WaitPollsSlowly => ["wait_wakes_on_release"];
-    late_deadline_is_caught: LateDeadline => ["claim_acquires_a_free_key", "renew_keeps_token_and_extends", "state_machine_agrees_with_the_model"];
-    wait_ignoring_its_timeout_is_caught: WaitIgnoresTimeout => ["wait_times_out_while_held"];
-    wait_waking_on_any_release_is_caught: WaitWakesOnAnyRelease => ["wait_wakes_on_release"];
-    cut_off_grant_that_never_ends_is_caught: CutOffGrantNeverEnds => ["cancelled_calls_leave_no_grant_behind"];
-    renew_accepting_invalid_ttls_is_caught: RenewAcceptsInvalidTtl => ["every_operation_validates_its_ttl"];
-    reclaim_accepting_invalid_ttls_is_caught: ReclaimAcceptsInvalidTtl => ["every_operation_validates_its_ttl"];
-    refused_maximum_ttl_is_caught: MaxTtlRefused => ["every_operation_validates_its_ttl"];
-    renewal_keeping_the_first_ttl_is_caught: RenewKeepsFirstTtl => ["renewal_changes_the_ttl_both_ways"];
-    renewal_that_never_shortens_is_caught: RenewNeverShortens => ["renewal_changes_the_ttl_both_ways"];
-    frozen_time_left_is_caught: TimeLeftFrozen => ["time_left_counts_down"];
-    inspect_freeing_early_is_caught: InspectFreesEarly => ["a_key_inspect_shows_free_is_ended"];
-    holder_joined_with_a_colon_is_caught: HolderJoinedWithColon => ["look_alike_holders_stay_apart"];
-    concatenated_holder_is_caught: HolderConcatenated => ["look_alike_holders_stay_apart"];
-    case_folded_keys_are_caught: KeysCaseFolded => ["look_alike_keys_stay_apart"];
-    percent_decoded_keys_are_caught: KeysPercentDecoded => ["look_alike_keys_stay_apart"];
-    check_ignoring_the_token_is_caught: CheckIgnoresToken => ["older_grants_of_the_same_holder_are_refused"];
-    release_ignoring_the_token_is_caught: ReleaseIgnoresToken => ["older_grants_of_the_same_holder_are_refused"];
-    empty_value_read_as_none_is_caught: EmptyGuardedReadsAsNone => ["values_keep_every_byte_up_to_the_limit"];
-    mangled_binary_values_are_caught: GuardedValuesMangled => ["values_keep_every_byte_up_to_the_limit"];
-    refused_maximum_value_is_caught: MaxValueRefused => ["values_keep_every_byte_up_to_the_limit"];
-    non_atomic_reclaim_is_caught: ReclaimNotAtomic => ["concurrent_reclaims_have_one_winner"];
-    non_atomic_release_is_caught: ReleaseNotAtomic => ["concurrent_releases_release_once"];
-    non_atomic_claim_is_caught: ClaimNotAtomic => ["concurrent_claims_by_one_holder_share_one_grant", "concurrent_holders_never_overlap"];
-    misrouted_claims_are_caught: ClaimsMisrouted => ["concurrent_claims_of_many_keys_each_get_their_own_grant"];
-    non_atomic_renew_is_caught: RenewNotAtomic => ["renewals_racing_a_takeover_never_undo_it"];
-    non_atomic_marker_put_is_caught: MarkerPutNotAtomic => ["concurrent_marker_puts_keep_one_value"];
-    non_atomic_guarded_write_is_caught: GuardedWriteNotAtomic => ["guarded_writes_stop_at_a_takeover"];
-    expiring_markers_are_caught: MarkersExpire => ["markers_outlive_seconds_and_leases"];
-    wait_woken_by_renewals_is_caught: WaitWakesOnRenewal => ["wait_sleeps_through_renewals"];
-    wait_ignoring_corrupt_records_is_caught: WaitIgnoresCorrupt => ["wait_treats_a_corrupt_record_as_free"];
-    records_kept_forever_are_caught: RecordsKeptForever => ["records_stay_bounded_by_live_and_recent_grants"];
-    batch_failing_whole_is_caught: RenewManyFailsWhole => ["renew_many_answers_each_fence_as_renew_would"];
-    batch_out_of_order_is_caught: RenewManyOutOfOrder => ["renew_many_answers_each_fence_as_renew_would"];
-    batch_reviving_expired_grants_is_caught: RenewManyRevives => ["renew_many_answers_each_fence_as_renew_would"];
-    batch_with_the_first_ttl_is_caught: RenewManyFirstTtl => ["renew_many_answers_each_fence_as_renew_would"];
-    listing_by_text_prefix_is_caught: ListByTextPrefix => ["list_shows_live_grants_under_a_prefix", "list_markers_shows_markers_under_a_prefix"];
-    listing_expired_grants_is_caught: ListIncludesExpired => ["list_leaves_out_expired_grants"];
-    hiding_corrupt_records_is_caught: ListHidesCorrupt => ["list_reports_corrupt_records"];
-    losing_keys_at_page_breaks_is_caught: ListLosesAtPageBreaks => ["list_pages_through_every_grant", "list_markers_shows_markers_under_a_prefix"];
-    ttl_rounded_down_is_caught: TtlRoundedDown => ["ttl_rounding_is_reported", "state_machine_agrees_with_the_model"];
-    dead_notifications_are_caught: NotificationsDead => ["wait_wakes_on_release", "release_is_seen_by_other_clients"];
-    truncated_keys_are_caught: KeysTruncated => ["longest_keys_sharing_a_prefix_stay_apart"];
-    a_cut_maximum_ttl_is_caught: MaxTtlCut => ["a_grant_at_the_maximum_ttl_lasts_that_long"];
-    a_batch_answering_by_key_is_caught: RenewManyByKey => ["renew_many_answers_odd_batches_entry_by_entry"];
-    a_batch_ignoring_incarnations_is_caught: RenewManyIgnoresIncarnation => ["renew_many_answers_odd_batches_entry_by_entry"];
-    an_answered_empty_batch_is_caught: RenewManyEmptyAnswered => ["renew_many_answers_odd_batches_entry_by_entry"];
-    paging_by_offset_is_caught: ListPagesByOffset => ["list_keeps_steady_keys_while_others_come_and_go"];
-    ignoring_the_page_size_is_caught: ListIgnoresLimit => ["list_keeps_steady_keys_while_others_come_and_go"];
-    decoded_prefixes_are_caught: ListPrefixDecoded => ["list_matches_escaped_segments_and_shows_renewed_time_left"];
-    stale_listed_time_left_is_caught: ListStaleTimeLeft => ["list_matches_escaped_segments_and_shows_renewed_time_left"];
-    cached_inspects_are_caught: InspectCached => ["inspect_shows_other_clients_changes_at_once"];
 }
