@@ -82,7 +82,7 @@ pub(crate) async fn open(config: RedisConfig) -> Result<(Client, Source), LeaseE
     // missing and load it. Best effort: a call still loads its script
     // when the server lacks it (a restart, a user without SCRIPT LOAD
     // is told so by that call).
-    let loads = scripts.all().map(|script| {
+    let loads = scripts.all().into_iter().map(|script| {
         let mut connection = connection.clone();
         async move { script.load_async(&mut connection).await }
     });

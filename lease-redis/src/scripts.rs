@@ -5,12 +5,6 @@ use redis::Script;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(&with_prelude(include_str!(concat!("lua/", $file))))
-    };
-}
-
 /// `body` after the prelude's functions it calls, directly or through
 /// each other, in the prelude's order. Redis runs a script's text from
 /// the top on every call, so each function defined is a closure built per
@@ -57,76 +51,65 @@ fn calls(text: &str, name: &str) -> bool {
     })
 }
 
+/// The scripts, each named once: the file `src/lua/NAME.lua`, the field
+/// of [`Scripts`], its place in [`Scripts::all`] and in [`SOURCES`].
+macro_rules! scripts {
+    ($($name:ident),+ $(,)?) => {
+        /// Every script's name and body (before the prelude), in order.
+        pub(crate) const SOURCES: &[(&str, &str)] = &[
+            $((stringify!($name), include_str!(concat!("lua/", stringify!($name), ".lua"))),)+
+        ];
+
+        /// The scripts, hashed once per store.
+        pub(crate) struct Scripts {
+            $(pub $name: Script,)+
+        }
+
+        impl Scripts {
+            pub fn new() -> Self {
+                Self {
+                    $($name: Script::new(&with_prelude(include_str!(concat!(
+                        "lua/",
+                        stringify!($name),
+                        ".lua"
+                    )))),)+
+                }
+            }
+
+            /// Every script, to load them at once.
+            pub fn all(&self) -> Vec<&Script> {
+                vec![$(&self.$name),+]
+            }
+        }
+    };
+}
+
+scripts! {
+    claim,
+    claim_many,
+    renew,
+    renew_many,
+    release,
+    release_many,
+    inspect,
+    inspect_many,
+    guarded_write,
+    read_value,
+    read_values,
+    marker_put,
+    marker_delete,
+}
+
 /// The text of the script `name` (`claim`, `release`, … as in
 /// `src/lua/`) as the store sends it: for benches that weigh the store's
 /// client work against its scripts sent bare. The scripts' arguments are
 /// in each file's header; they are not a stable interface.
 #[doc(hidden)]
 pub fn script_source(name: &str) -> Option<String> {
-    let body = match name {
-        "claim" => include_str!("lua/claim.lua"),
-        "release" => include_str!("lua/release.lua"),
-        "renew" => include_str!("lua/renew.lua"),
-        "inspect" => include_str!("lua/inspect.lua"),
-        _ => return None,
-    };
-    Some(with_prelude(body))
-}
-
-/// The scripts, hashed once per store.
-pub(crate) struct Scripts {
-    pub claim: Script,
-    pub claim_many: Script,
-    pub renew: Script,
-    pub renew_many: Script,
-    pub release: Script,
-    pub release_many: Script,
-    pub inspect: Script,
-    pub inspect_many: Script,
-    pub guarded_write: Script,
-    pub read_value: Script,
-    pub read_values: Script,
-    pub marker_put: Script,
-    pub marker_delete: Script,
-}
-
-impl Scripts {
-    /// Every script, to load them at once.
-    pub fn all(&self) -> [&Script; 13] {
-        [
-            &self.claim,
-            &self.claim_many,
-            &self.release_many,
-            &self.renew,
-            &self.renew_many,
-            &self.release,
-            &self.inspect,
-            &self.inspect_many,
-            &self.guarded_write,
-            &self.read_value,
-            &self.read_values,
-            &self.marker_put,
-            &self.marker_delete,
-        ]
-    }
-
-    pub fn new() -> Self {
-        Self {
-            claim: script!("claim.lua"),
-            claim_many: script!("claim_many.lua"),
-            release_many: script!("release_many.lua"),
-            renew: script!("renew.lua"),
-            renew_many: script!("renew_many.lua"),
-            release: script!("release.lua"),
-            inspect: script!("inspect.lua"),
-            inspect_many: script!("inspect_many.lua"),
-            guarded_write: script!("guarded_write.lua"),
-            read_value: script!("read_value.lua"),
-            read_values: script!("read_values.lua"),
-            marker_put: script!("marker_put.lua"),
-            marker_delete: script!("marker_delete.lua"),
-        }
-    }
+    SOURCES
+        .iter()
+        .find(|(script, _)| *script == name)
+        .map(|(_, body)| with_prelude(body))
 }
 
 #[cfg(test)]
@@ -139,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_script_gets_the_functions_it_calls_and_theirs() {
-        let renew_many = with_prelude(include_str!("lua/renew_many.lua"));
+        let renew_many = script_source("renew_many").unwrap();
         for name in [
             "renew_one",
             "is_own",
@@ -153,7 +136,7 @@ mod tests {
         for name in ["now_us", "inspect_one", "read_one", "string_kind"] {
             assert!(!defines(&renew_many, name), "renew_many defines {name}");
         }
-        let claim = with_prelude(include_str!("lua/claim.lua"));
+        let claim = script_source("claim").unwrap();
         for name in [
             "claim_one",
             "read_floor",
@@ -172,24 +155,26 @@ mod tests {
     }
 
     #[test]
+    fn every_lua_file_is_a_script() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/lua");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "prelude.lua")
+            .collect();
+        files.sort();
+        let mut declared: Vec<String> = SOURCES
+            .iter()
+            .map(|(name, _)| format!("{name}.lua"))
+            .collect();
+        declared.sort();
+        assert_eq!(files, declared, "src/lua and the scripts! list differ");
+    }
+
+    #[test]
     fn every_prelude_function_is_called_by_some_script() {
-        let texts: Vec<String> = [
-            include_str!("lua/claim.lua"),
-            include_str!("lua/claim_many.lua"),
-            include_str!("lua/release_many.lua"),
-            include_str!("lua/renew.lua"),
-            include_str!("lua/renew_many.lua"),
-            include_str!("lua/release.lua"),
-            include_str!("lua/inspect.lua"),
-            include_str!("lua/inspect_many.lua"),
-            include_str!("lua/guarded_write.lua"),
-            include_str!("lua/read_value.lua"),
-            include_str!("lua/read_values.lua"),
-            include_str!("lua/marker_put.lua"),
-            include_str!("lua/marker_delete.lua"),
-        ]
-        .map(with_prelude)
-        .into();
+        let texts: Vec<String> = SOURCES.iter().map(|(_, body)| with_prelude(body)).collect();
+        assert_eq!(SOURCES.len(), Scripts::new().all().len());
         for paragraph in PRELUDE.split("\n\n") {
             if let Some(at) = paragraph.find("local function ") {
                 let name = paragraph[at + 15..].split('(').next().unwrap();
