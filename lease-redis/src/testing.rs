@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lease_core::{BoxError, DynLeaseStore, LeaseKey};
+use lease_core::{BoxError, DynLeaseStore, Fence, LeaseError, LeaseKey};
 
 use lease_conformance::{Factory, Hook, Hooks, Subject, fresh_namespace};
 
@@ -122,4 +122,25 @@ impl Factory for RedisFactory {
         };
         Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
     }
+}
+
+/// The record `store` keeps for `key`, as Redis holds it (`None` when
+/// there is none): with [`fence_record`], for a test that pins the record
+/// the Lua scripts write to the one the client sends.
+///
+/// # Errors
+/// The server's error, or a timeout.
+pub async fn stored_record(
+    store: &RedisStore,
+    key: &LeaseKey,
+) -> Result<Option<String>, LeaseError> {
+    let mut get = redis::cmd("GET");
+    get.arg(store.client().record_key(key));
+    store.client().query_namespace(&get).await
+}
+
+/// The record the client sends to renew or release `fence`, which the
+/// scripts compare with the stored one as text.
+pub fn fence_record(fence: &Fence) -> String {
+    crate::reply::fence_record(fence)
 }

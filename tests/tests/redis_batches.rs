@@ -312,3 +312,36 @@ async fn a_claim_given_up_while_waiting_for_its_call_is_never_sent() {
     );
     server.stop().await;
 }
+
+/// Renewals and releases send the record they expect and the scripts
+/// compare text: the record a claim writes, alone or in a shared call,
+/// must be byte for byte the one the client builds from the fence, or
+/// every renewal would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_by_claims_are_the_ones_renewals_send() {
+    let Some(server) = or_skip("a Redis server", RedisServer::start().await) else {
+        return;
+    };
+    let store = store(&server, "records").await;
+    let holder = Holder::new("wörker 7", "boot #3").unwrap();
+    let alone = store.claim(&key("alone"), &holder, TTL).await.unwrap();
+    let mut grants = vec![alone.acquired().expect("a free key")];
+    let keys: Vec<_> = (0..8).map(|i| key(&format!("shared/{i}"))).collect();
+    let holders = vec![holder.clone(); keys.len()];
+    for (_, _, claim) in claims_at_once(store.clone(), keys, holders).await {
+        grants.push(claim.acquired().expect("a free key"));
+    }
+    for grant in &grants {
+        let stored = lease_redis::testing::stored_record(&store, &grant.fence.key)
+            .await
+            .unwrap();
+        let sent = lease_redis::testing::fence_record(&grant.fence);
+        assert_eq!(
+            stored.as_deref(),
+            Some(sent.as_str()),
+            "the record of {}",
+            grant.fence
+        );
+    }
+    server.stop().await;
+}
