@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use lease_core::{
-    BatchedCalls, Claim, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey, Op, with_timeout,
+    BatchedCalls, Claim, Fence, Grant, Holder, LeaseError, LeaseKey, Op, with_timeout,
 };
 use tokio::time::Instant;
 
 use crate::client::{Client, answer_each};
-use crate::reply::{Reply, malformed, quarantine_record};
+use crate::reply::{Answer, Reply};
 
 /// A claim on its way into a batch.
 pub(crate) struct ClaimRequest {
@@ -54,25 +54,17 @@ impl Client {
                 with_timeout(op, key, limit, claims.call(key, request)).await?
             }
         };
-        let parsed = match reply.tag() {
-            b"acquired" => reply.number(1).and_then(|token| {
-                let fence = Fence {
-                    key: key.clone(),
-                    holder: holder.clone(),
-                    token: FencingToken(token),
-                };
-                Ok(Claim::Acquired(Grant::new(
-                    fence,
-                    ttl,
-                    sent,
-                    reply.bytes(2)? == b"1",
-                )))
-            }),
-            b"held" => reply.record(key).map(Claim::Busy),
-            b"quarantined" => quarantine_record(key, &reply).map(Claim::Busy),
-            _ => Err(format!("unexpected reply {}", reply.describe())),
-        };
-        parsed.map_err(|why| malformed(op, key, why))
+        match reply.decode(op, key)? {
+            Answer::Acquired { token, fresh } => {
+                let (key, holder) = (key.clone(), holder.clone());
+                let fence = Fence { key, holder, token };
+                Ok(Claim::Acquired(Grant::new(fence, ttl, sent, fresh)))
+            }
+            busy @ (Answer::Held { .. } | Answer::Quarantined { .. }) => {
+                Ok(Claim::Busy(busy.record(key).expect("a busy answer")))
+            }
+            other => Err(other.unexpected(op, key)),
+        }
     }
 
     /// One script call for a batch of claims, or for one claim or reclaim

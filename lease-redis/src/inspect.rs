@@ -4,7 +4,7 @@
 use lease_core::{LeaseError, LeaseKey, LeaseRecord, Op};
 
 use crate::client::Client;
-use crate::reply::{corrupt_or_malformed, current, malformed, quarantine_record};
+use crate::reply::Answer;
 
 impl Client {
     pub(crate) async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
@@ -17,12 +17,9 @@ impl Client {
                 &[self.quarantine_ms.as_bytes()],
             )
             .await?;
-        match reply.tag() {
-            b"corrupt" => Err(corrupt_or_malformed(Op::Inspect, key, &reply)),
-            b"quarantined" => quarantine_record(key, &reply)
-                .map(Some)
-                .map_err(|why| malformed(Op::Inspect, key, why)),
-            _ => current(Op::Inspect, key, &reply),
+        match reply.decode(Op::Inspect, key)? {
+            quarantined @ Answer::Quarantined { .. } => Ok(quarantined.record(key)),
+            other => other.current(Op::Inspect, key),
         }
     }
 }

@@ -13,7 +13,7 @@ use lease_core::{Cursor, LeaseError, LeaseKey, Listed, Op, Page, with_timeout};
 
 use crate::client::{Client, redis_error};
 use crate::config::BACKEND;
-use crate::reply::{Reply, corrupt_or_malformed, current, malformed};
+use crate::reply::{Answer, Reply, malformed};
 
 /// `SCAN` steps one page may take before it answers, possibly empty.
 const STEPS_PER_PAGE: usize = 32;
@@ -118,14 +118,9 @@ impl Client {
         let replies = self.read_page(Op::List, prefix, &found, true).await?;
         let mut entries = Vec::new();
         for ((_, key), reply) in found.into_iter().zip(replies) {
-            match reply.tag() {
-                b"corrupt" => match corrupt_or_malformed(Op::List, &key, &reply) {
-                    LeaseError::Corrupt { key, detail } => {
-                        entries.push(Listed::Corrupt { key, detail });
-                    }
-                    other => return Err(other),
-                },
-                _ => entries.extend(current(Op::List, &key, &reply)?.map(Listed::Held)),
+            match reply.decode(Op::List, &key)? {
+                Answer::Corrupt(detail) => entries.push(Listed::Corrupt { key, detail }),
+                other => entries.extend(other.current(Op::List, &key)?.map(Listed::Held)),
             }
         }
         Ok(Page { entries, next })
@@ -145,16 +140,13 @@ impl Client {
             .await?;
         let mut entries = Vec::new();
         for ((_, key), reply) in found.into_iter().zip(replies) {
-            match reply.tag() {
-                b"absent" => {}
-                b"value" => {
-                    let bytes = reply
-                        .bytes(1)
-                        .map_err(|why| malformed(Op::ListMarkers, &key, why))?;
-                    let value = lease_core::marker_text(&key, bytes.to_vec())?;
+            match reply.decode(Op::ListMarkers, &key)? {
+                Answer::Absent => {}
+                Answer::Value(bytes) => {
+                    let value = lease_core::marker_text(&key, bytes)?;
                     entries.push((key, value));
                 }
-                _ => return Err(corrupt_or_malformed(Op::ListMarkers, &key, &reply)),
+                other => return Err(other.unexpected(Op::ListMarkers, &key)),
             }
         }
         Ok(Page { entries, next })

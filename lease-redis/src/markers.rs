@@ -5,7 +5,7 @@
 use lease_core::{Fence, LeaseError, LeaseKey, Op};
 
 use crate::client::Client;
-use crate::reply::{corrupt_or_malformed, current, fence_args, malformed, marker_refusal};
+use crate::reply::{Answer, fence_args};
 
 impl Client {
     pub(crate) async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
@@ -19,9 +19,9 @@ impl Client {
                 &[value.as_bytes()],
             )
             .await?;
-        match reply.tag() {
-            b"set" => Ok(()),
-            _ => Err(marker_refusal(Op::PutMarker, key, &reply)),
+        match reply.decode(Op::PutMarker, key)? {
+            Answer::Set => Ok(()),
+            other => Err(other.unexpected(Op::PutMarker, key)),
         }
     }
 
@@ -39,10 +39,10 @@ impl Client {
                 &[value.as_bytes()],
             )
             .await?;
-        match reply.tag() {
-            b"deleted" => Ok(true),
-            b"absent" => Ok(false),
-            _ => Err(marker_refusal(Op::DeleteMarker, key, &reply)),
+        match reply.decode(Op::DeleteMarker, key)? {
+            Answer::Deleted => Ok(true),
+            Answer::Absent => Ok(false),
+            other => Err(other.unexpected(Op::DeleteMarker, key)),
         }
     }
 
@@ -75,12 +75,13 @@ impl Client {
                 &[&id, &incarnation, &token, value],
             )
             .await?;
-        match reply.tag() {
-            b"written" => Ok(()),
-            b"corrupt" => Err(corrupt_or_malformed(Op::GuardedWrite, target, &reply)),
-            _ => Err(LeaseError::lost(
+        match reply.decode(Op::GuardedWrite, key)? {
+            Answer::Written => Ok(()),
+            // The target's value, not the lease record, is corrupt.
+            corrupt @ Answer::Corrupt(_) => Err(corrupt.unexpected(Op::GuardedWrite, target)),
+            other => Err(LeaseError::lost(
                 fence,
-                current(Op::GuardedWrite, key, &reply)?,
+                other.current(Op::GuardedWrite, key)?,
             )),
         }
     }
@@ -102,15 +103,10 @@ impl Client {
         let reply = self
             .script(op, key, &self.scripts.read_value, &[redis_key], &[])
             .await?;
-        match reply.tag() {
-            b"absent" => Ok(None),
-            b"value" => Ok(Some(
-                reply
-                    .bytes(1)
-                    .map_err(|why| malformed(op, key, why))?
-                    .to_vec(),
-            )),
-            _ => Err(corrupt_or_malformed(op, key, &reply)),
+        match reply.decode(op, key)? {
+            Answer::Absent => Ok(None),
+            Answer::Value(bytes) => Ok(Some(bytes)),
+            other => Err(other.unexpected(op, key)),
         }
     }
 }

@@ -9,7 +9,7 @@ use redis::FromRedisValue;
 use tokio::time::Instant;
 
 use crate::client::{Client, answer_each};
-use crate::reply::{Reply, current, fence_record, malformed};
+use crate::reply::{Reply, fence_record, malformed};
 
 /// Renewals per `renew_many` script call: a keeper's whole batch, so
 /// 10,000 leases take 20 calls, and one call holds the server for a few
@@ -95,7 +95,9 @@ fn renewed(
             let reply = Vec::<Vec<u8>>::from_redis_value(other)
                 .map(Reply)
                 .map_err(|e| malformed(Op::Renew, &fence.key, e.to_string()))?;
-            current(Op::Renew, &fence.key, &reply)?
+            reply
+                .decode(Op::Renew, &fence.key)?
+                .current(Op::Renew, &fence.key)?
         }
     };
     Err(LeaseError::lost(fence, current))

@@ -29,44 +29,64 @@ pub(crate) fn fence_args(fence: &Fence) -> [Vec<u8>; 3] {
     ]
 }
 
-/// A script's reply: a tag and its fields.
+/// A script's reply as it came: a tag and its fields.
 pub(crate) struct Reply(pub Vec<Vec<u8>>);
 
+/// A script's reply, decoded: every tag a script answers with, in one
+/// place (each script's header in `src/lua/` lists the ones it uses).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// `acquired TOKEN FRESH`: a grant, fresh when `FRESH` is `1`.
+    Acquired { token: FencingToken, fresh: bool },
+    /// `held ID INCARNATION TOKEN REMAINING_US`: the live grant.
+    Held {
+        holder: Holder,
+        token: FencingToken,
+        remaining: Duration,
+    },
+    /// `quarantined REMAINING_US`: no grant until the restart quarantine ends.
+    Quarantined { remaining: Duration },
+    /// `free`: no live grant.
+    Free,
+    /// `corrupt DETAIL`: a record or value that cannot be read.
+    Corrupt(String),
+    /// `set`: a marker put.
+    Set,
+    /// `conflict EXISTING`: a marker holds another value.
+    Conflict(String),
+    /// `deleted`: a marker deleted.
+    Deleted,
+    /// `absent`: no marker or value.
+    Absent,
+    /// `value BYTES`: a marker or guarded value.
+    Value(Vec<u8>),
+    /// `written`: a guarded write applied.
+    Written,
+}
+
 impl Reply {
-    pub fn tag(&self) -> &[u8] {
+    fn tag(&self) -> &[u8] {
         self.0.first().map_or(&[], Vec::as_slice)
     }
 
-    pub fn bytes(&self, i: usize) -> Result<&[u8], String> {
+    fn bytes(&self, i: usize) -> Result<&[u8], String> {
         self.0
             .get(i)
             .map(Vec::as_slice)
-            .ok_or_else(|| format!("reply {:?} has no field {i}", self.describe()))
+            .ok_or_else(|| format!("reply {} has no field {i}", self.describe()))
     }
 
-    pub fn text(&self, i: usize) -> Result<String, String> {
+    fn text(&self, i: usize) -> Result<String, String> {
         String::from_utf8(self.bytes(i)?.to_vec()).map_err(|_| format!("field {i} is not UTF-8"))
     }
 
-    pub fn number(&self, i: usize) -> Result<u64, String> {
+    fn number(&self, i: usize) -> Result<u64, String> {
         let text = self.text(i)?;
         text.parse()
             .map_err(|_| format!("field {i} is not a number: {text:?}"))
     }
 
-    /// The live record in a `held` reply.
-    pub fn record(&self, key: &LeaseKey) -> Result<LeaseRecord, String> {
-        let holder = Holder::new(self.text(1)?, self.text(2)?)
-            .map_err(|e| format!("stored holder is invalid: {e}"))?;
-        Ok(LeaseRecord {
-            key: key.clone(),
-            holder,
-            token: FencingToken(self.number(3)?),
-            remaining: Duration::from_micros(self.number(4)?),
-        })
-    }
-
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let fields: Vec<_> = self
             .0
             .iter()
@@ -74,35 +94,90 @@ impl Reply {
             .collect();
         format!("{fields:?}")
     }
+
+    /// The reply decoded, or why it cannot be.
+    pub fn answer(&self) -> Result<Answer, String> {
+        let micros = |i| self.number(i).map(Duration::from_micros);
+        Ok(match self.tag() {
+            b"acquired" => Answer::Acquired {
+                token: FencingToken(self.number(1)?),
+                fresh: self.bytes(2)? == b"1",
+            },
+            b"held" => Answer::Held {
+                holder: Holder::new(self.text(1)?, self.text(2)?)
+                    .map_err(|e| format!("stored holder is invalid: {e}"))?,
+                token: FencingToken(self.number(3)?),
+                remaining: micros(4)?,
+            },
+            b"quarantined" => Answer::Quarantined {
+                remaining: micros(1)?,
+            },
+            b"free" => Answer::Free,
+            b"corrupt" => Answer::Corrupt(self.text(1)?),
+            b"set" => Answer::Set,
+            b"conflict" => Answer::Conflict(self.text(1)?),
+            b"deleted" => Answer::Deleted,
+            b"absent" => Answer::Absent,
+            b"value" => Answer::Value(self.bytes(1)?.to_vec()),
+            b"written" => Answer::Written,
+            _ => return Err(format!("unknown reply {}", self.describe())),
+        })
+    }
+
+    /// The reply decoded, a malformed one as the error of `op` on `key`.
+    pub fn decode(&self, op: Op, key: &LeaseKey) -> Result<Answer, LeaseError> {
+        self.answer().map_err(|why| malformed(op, key, why))
+    }
 }
 
-/// A busy record for a key under the restart quarantine.
-pub(crate) fn quarantine_record(key: &LeaseKey, reply: &Reply) -> Result<LeaseRecord, String> {
-    Ok(LeaseRecord {
-        key: key.clone(),
-        holder: Holder::new("restart-quarantine", "redis").expect("a valid holder"),
-        token: FencingToken(0),
-        remaining: Duration::from_micros(reply.number(1)?),
-    })
-}
+impl Answer {
+    /// The record a `held` or `quarantined` answer shows for `key` (a
+    /// quarantined key shows as held by `restart-quarantine#redis`).
+    pub fn record(self, key: &LeaseKey) -> Option<LeaseRecord> {
+        let (holder, token, remaining) = match self {
+            Answer::Held {
+                holder,
+                token,
+                remaining,
+            } => (holder, token, remaining),
+            Answer::Quarantined { remaining } => (
+                Holder::new("restart-quarantine", "redis").expect("a valid holder"),
+                FencingToken(0),
+                remaining,
+            ),
+            _ => return None,
+        };
+        Some(LeaseRecord {
+            key: key.clone(),
+            holder,
+            token,
+            remaining,
+        })
+    }
 
-/// The current record after a refusal: `held` or `free`.
-pub(crate) fn current(
-    op: Op,
-    key: &LeaseKey,
-    reply: &Reply,
-) -> Result<Option<LeaseRecord>, LeaseError> {
-    match reply.tag() {
-        b"free" => Ok(None),
-        b"held" => reply
-            .record(key)
-            .map(Some)
-            .map_err(|why| malformed(op, key, why)),
-        _ => Err(malformed(
-            op,
-            key,
-            format!("unexpected reply {}", reply.describe()),
-        )),
+    /// The live record after a refusal: `held`, or none for `free`.
+    pub fn current(self, op: Op, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        match self {
+            Answer::Free => Ok(None),
+            held @ Answer::Held { .. } => Ok(held.record(key)),
+            other => Err(other.unexpected(op, key)),
+        }
+    }
+
+    /// The error for an answer `op` does not expect: a corrupt record or a
+    /// conflicting marker as such, anything else a malformed reply.
+    pub fn unexpected(self, op: Op, key: &LeaseKey) -> LeaseError {
+        match self {
+            Answer::Corrupt(detail) => LeaseError::Corrupt {
+                key: key.clone(),
+                detail,
+            },
+            Answer::Conflict(existing) => LeaseError::Conflict {
+                key: key.clone(),
+                existing,
+            },
+            other => malformed(op, key, format!("unexpected reply {other:?}")),
+        }
     }
 }
 
@@ -117,24 +192,128 @@ pub(crate) fn malformed(op: Op, key: &LeaseKey, why: String) -> LeaseError {
     )
 }
 
-/// A marker reply that is neither success nor absence: a conflict with the
-/// existing value, a corrupt key, or an unreadable reply.
-pub(crate) fn marker_refusal(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
-    match (reply.tag(), reply.text(1)) {
-        (b"conflict", Ok(existing)) => LeaseError::Conflict {
-            key: key.clone(),
-            existing,
-        },
-        _ => corrupt_or_malformed(op, key, reply),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) fn corrupt_or_malformed(op: Op, key: &LeaseKey, reply: &Reply) -> LeaseError {
-    match (reply.tag(), reply.text(1)) {
-        (b"corrupt", Ok(detail)) => LeaseError::Corrupt {
-            key: key.clone(),
-            detail,
-        },
-        _ => malformed(op, key, format!("unexpected reply {}", reply.describe())),
+    fn reply(fields: &[&str]) -> Reply {
+        Reply(fields.iter().map(|f| f.as_bytes().to_vec()).collect())
+    }
+
+    fn key() -> LeaseKey {
+        LeaseKey::new("jobs/nightly").unwrap()
+    }
+
+    #[test]
+    fn every_tag_decodes_to_its_answer() {
+        let holder = Holder::new("wörker 7", "boot #3").unwrap();
+        let cases = [
+            (
+                vec!["acquired", "42", "1"],
+                Answer::Acquired {
+                    token: FencingToken(42),
+                    fresh: true,
+                },
+            ),
+            (
+                vec!["acquired", "42", "0"],
+                Answer::Acquired {
+                    token: FencingToken(42),
+                    fresh: false,
+                },
+            ),
+            (
+                vec!["held", "wörker 7", "boot #3", "7", "1500"],
+                Answer::Held {
+                    holder,
+                    token: FencingToken(7),
+                    remaining: Duration::from_micros(1500),
+                },
+            ),
+            (
+                vec!["quarantined", "2000000"],
+                Answer::Quarantined {
+                    remaining: Duration::from_secs(2),
+                },
+            ),
+            (vec!["free"], Answer::Free),
+            (vec!["corrupt", "a hash"], Answer::Corrupt("a hash".into())),
+            (vec!["set"], Answer::Set),
+            (
+                vec!["conflict", "poisoned"],
+                Answer::Conflict("poisoned".into()),
+            ),
+            (vec!["deleted"], Answer::Deleted),
+            (vec!["absent"], Answer::Absent),
+            (vec!["value", ""], Answer::Value(Vec::new())),
+            (vec!["written"], Answer::Written),
+        ];
+        for (fields, answer) in cases {
+            assert_eq!(reply(&fields).answer(), Ok(answer), "{fields:?}");
+        }
+        assert_eq!(
+            reply(&["value", "\0x"]).answer(),
+            Ok(Answer::Value(b"\0x".to_vec()))
+        );
+    }
+
+    #[test]
+    fn malformed_replies_say_what_is_wrong() {
+        for (fields, why) in [
+            (vec!["acquired", "x", "1"], "field 1 is not a number"),
+            (vec!["acquired", "42"], "has no field 2"),
+            (vec!["held", "a", "1", "7"], "has no field 4"),
+            (vec!["held", "", "1", "7", "5"], "stored holder is invalid"),
+            (vec!["granted", "1"], "unknown reply"),
+            (vec![], "unknown reply"),
+        ] {
+            let answer = reply(&fields).answer();
+            assert!(
+                answer.as_ref().is_err_and(|e| e.contains(why)),
+                "{fields:?}: {answer:?}"
+            );
+        }
+        let error = reply(&["acquired"]).decode(Op::Claim, &key()).unwrap_err();
+        assert!(
+            error.is_indeterminate(),
+            "a claim whose reply is unreadable may have applied"
+        );
+    }
+
+    #[test]
+    fn answers_out_of_place_are_errors_naming_the_key() {
+        let k = key();
+        assert_eq!(Answer::Free.current(Op::Renew, &k).unwrap(), None);
+        let held = Answer::Held {
+            holder: Holder::new("a", "1").unwrap(),
+            token: FencingToken(9),
+            remaining: Duration::from_millis(5),
+        };
+        assert_eq!(
+            held.current(Op::Renew, &k).unwrap().map(|r| r.token),
+            Some(FencingToken(9))
+        );
+        assert!(matches!(
+            Answer::Corrupt("x".into()).current(Op::Renew, &k),
+            Err(LeaseError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            Answer::Conflict("v".into()).unexpected(Op::PutMarker, &k),
+            LeaseError::Conflict { .. }
+        ));
+        let odd = Answer::Set
+            .current(Op::Inspect, &k)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            odd.contains("unexpected reply Set") && odd.contains("jobs/nightly"),
+            "{odd}"
+        );
+        let quarantined = Answer::Quarantined {
+            remaining: Duration::from_secs(1),
+        }
+        .record(&k)
+        .unwrap();
+        assert_eq!(quarantined.holder.id(), "restart-quarantine");
     }
 }
