@@ -74,6 +74,7 @@
 #[macro_use]
 pub mod cases;
 mod check;
+mod harness;
 mod lag;
 mod properties;
 mod runner;
@@ -83,7 +84,7 @@ pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};
 pub use runner::{
     CASE_LIMIT, CaseReport, Outcome, STARVED_TRIES, all_cases, backend_required, find_case,
-    run_case, run_cases, stamped, test_main, trials,
+    run_case, run_cases, stamped, test_main,
 };
 pub use subject::{
     Factory, Hook, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable, fresh_namespace,

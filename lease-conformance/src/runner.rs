@@ -270,35 +270,16 @@ pub async fn run_cases(
 /// saying so: it was not checked, and it is no evidence against the
 /// backend.
 pub fn test_main(factory: impl Factory + 'static) -> std::process::ExitCode {
-    let mut arguments = libtest_mimic::Arguments::from_args();
-    if arguments.test_threads.is_none() {
-        arguments.test_threads = std::env::var("RUST_TEST_THREADS")
-            .ok()
-            .and_then(|n| n.parse().ok());
-    }
+    let arguments = match crate::harness::Arguments::parse(std::env::args().skip(1)) {
+        Ok(arguments) => arguments,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return std::process::ExitCode::from(101);
+        }
+    };
     let listing = arguments.list;
-    let trials = trials(factory, listing, backend_required());
-    libtest_mimic::run(&arguments, trials).exit_code()
-}
-
-/// The tests [`test_main`] runs: one per case, ignored where the case needs
-/// a hook the factory lacks, or where the backend is unavailable and
-/// `require_backend` is false. `listing` skips the probe (nothing will
-/// run).
-#[doc(hidden)]
-pub fn trials(
-    factory: impl Factory + 'static,
-    listing: bool,
-    require_backend: bool,
-) -> Vec<libtest_mimic::Trial> {
-    stamped(factory, listing, require_backend)
-        .into_iter()
-        .map(|test| {
-            let Stamped { name, ignored, run } = test;
-            libtest_mimic::Trial::test(name, move || run().map_err(Into::into))
-                .with_ignored_flag(ignored)
-        })
-        .collect()
+    let tests = stamped(factory, listing, backend_required());
+    crate::harness::run(&arguments, tests)
 }
 
 /// One stamped test: its name, whether the harness ignores it, and what
@@ -313,7 +294,10 @@ pub struct Stamped {
     pub run: Box<dyn FnOnce() -> Result<(), String> + Send>,
 }
 
-/// The tests of [`trials`], before libtest's wrapping.
+/// The tests [`test_main`] runs: one per case, ignored where the case
+/// needs a hook the factory lacks, or where the backend is unavailable and
+/// `require_backend` is false. `listing` skips the probe (nothing will
+/// run).
 #[doc(hidden)]
 pub fn stamped(
     factory: impl Factory + 'static,
