@@ -37,6 +37,15 @@ struct Inner {
     ended: watch::Sender<u64>,
 }
 
+/// How a refresh of a live grant sets its end.
+#[derive(Clone, Copy)]
+enum Refresh {
+    /// To `now + ttl` (a renewal).
+    Set,
+    /// To `now + ttl` only if later (a claim of one's own grant).
+    NeverShorten,
+}
+
 #[derive(Debug, Default)]
 struct State {
     leases: HashMap<LeaseKey, Slot>,
@@ -160,11 +169,24 @@ impl MemoryStore {
         )
     }
 
-    /// Refreshes `holder`'s own live grant, keeping its token.
-    fn refresh(&self, state: &mut State, fence: &Fence, ttl: Duration, sent: Instant) -> Grant {
+    /// Refreshes `holder`'s own live grant, keeping its token: a renewal
+    /// sets its end to `now + ttl`; a claim (`Refresh::NeverShorten`) only
+    /// moves it later, as the claim may be a retry whose original lands
+    /// after a longer renewal ([`Rule::ClaimOwnGrant`](crate::Rule::ClaimOwnGrant)).
+    fn refresh(
+        &self,
+        state: &mut State,
+        fence: &Fence,
+        ttl: Duration,
+        sent: Instant,
+        how: Refresh,
+    ) -> Grant {
         let expires_at = self.inner.clock.now() + ttl;
         if let Some(Slot::Granted(entry)) = state.leases.get_mut(&fence.key) {
-            entry.expires_at = expires_at;
+            entry.expires_at = match how {
+                Refresh::Set => expires_at,
+                Refresh::NeverShorten => entry.expires_at.max(expires_at),
+            };
         }
         Grant::new(fence.clone(), ttl, sent, false)
     }
@@ -193,9 +215,13 @@ impl MemoryStore {
     ) -> Claim {
         match self.live(state, key) {
             None => Claim::Acquired(self.grant_fresh(state, key, holder, ttl, sent)),
-            Some(current) if current.holder == *holder => {
-                Claim::Acquired(self.refresh(state, &current.fence(), ttl, sent))
-            }
+            Some(current) if current.holder == *holder => Claim::Acquired(self.refresh(
+                state,
+                &current.fence(),
+                ttl,
+                sent,
+                Refresh::NeverShorten,
+            )),
             Some(current) if observed.is_some_and(|o| current.is(o)) => {
                 Claim::Acquired(self.grant_fresh(state, key, holder, ttl, sent))
             }
@@ -280,7 +306,9 @@ impl LeaseStore for MemoryStore {
         let ttl = self.inner.capabilities.grant_ttl(&fence.key, ttl)?;
         let mut state = self.state();
         match self.live(&state, &fence.key) {
-            Some(current) if current.is(fence) => Ok(self.refresh(&mut state, fence, ttl, sent)),
+            Some(current) if current.is(fence) => {
+                Ok(self.refresh(&mut state, fence, ttl, sent, Refresh::Set))
+            }
             current => Err(LeaseError::lost(fence, current)),
         }
     }

@@ -48,9 +48,11 @@ rules! {
     /// record and changes nothing.
     ClaimBusyKey,
     /// A claim by the holder of the live grant (same id and incarnation)
-    /// is acquired again with the same token, a TTL refreshed from the
-    /// request and `fresh == false`: a claim whose reply was lost can be
-    /// retried safely.
+    /// is acquired again with the same token and `fresh == false`, the
+    /// grant live at least until the request's `sent + TTL` — and never
+    /// shorter than before: a claim whose reply was lost can be retried
+    /// safely, and the lost original, should it land after a longer
+    /// renewal, ends nothing early ([`Rule::LateRequestsAreHarmless`]).
     ClaimOwnGrant,
     /// Every fresh grant of a key gets a token greater than every token
     /// handed out on that key before: after release, expiry, deletion,

@@ -105,7 +105,11 @@ impl Sequence<'_> {
                         ));
                     }
                 }
-                km.granted(&grant, sent, replied, slack);
+                if grant.fresh {
+                    km.granted(&grant, sent, replied, slack);
+                } else {
+                    km.reclaimed_own(&grant, sent, replied, slack);
+                }
             }
             Claim::Busy(record) => {
                 km.seen(&record.fence());

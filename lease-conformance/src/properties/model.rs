@@ -76,6 +76,26 @@ impl KeyModel {
         self.seen(&grant.fence);
     }
 
+    /// Records a claim of the holder's own live grant: it lives at least
+    /// as long as the claim says, and never less than before.
+    pub fn reclaimed_own(
+        &mut self,
+        grant: &Grant,
+        sent: Instant,
+        replied: Instant,
+        slack: Duration,
+    ) {
+        let before = self.current.take();
+        self.granted(grant, sent, replied, slack);
+        if let (Some(before), Some(now)) = (before, self.current.as_mut())
+            && before.fence == now.fence
+        {
+            now.ttl = now.ttl.max(before.ttl);
+            now.live_until = now.live_until.max(before.live_until);
+            now.dead_after = now.dead_after.max(before.dead_after);
+        }
+    }
+
     /// Remembers a fence for later stale-fence steps.
     pub fn seen(&mut self, fence: &Fence) {
         if !self.fences.contains(fence) {

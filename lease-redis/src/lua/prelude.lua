@@ -155,8 +155,10 @@ end
 -- quarantine_left takes it.
 local function claim_one(key, record, f, quarantine_ms, holder, incarnation, ttl, o_id, o_inc, o_token)
   if is_live(record) and record.holder == holder and record.incarnation == incarnation then
-    redis.call('PEXPIRE', key, ttl)
-    record.left = tonumber(ttl)
+    -- Later, never earlier (GT): this claim may be a retry's original,
+    -- landing after a longer renewal.
+    redis.call('PEXPIRE', key, ttl, 'GT')
+    record.left = redis.call('PTTL', key)
     return { 'acquired', record.token_text, '0' }, record
   end
   if is_live(record) and (not o_id or not is_fence(record, o_id, o_inc, o_token)) then
