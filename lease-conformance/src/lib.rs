@@ -74,11 +74,13 @@
 #[macro_use]
 pub mod cases;
 mod check;
+pub mod faults;
 mod harness;
 mod lag;
 mod properties;
 mod runner;
 mod subject;
+pub mod wire;
 
 pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};

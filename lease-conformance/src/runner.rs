@@ -189,7 +189,13 @@ async fn try_here(
     let missing = case.missing(subject.hooks.offered());
     if !missing.is_empty() {
         subject.hooks.finish().await;
-        return (Ok(Outcome::NotRun(needs_message(&missing))), None);
+        return (
+            Ok(Outcome::NotRun(needs_message(
+                &missing,
+                &reasons(&*subject.hooks),
+            ))),
+            None,
+        );
     }
     subject.room = room;
     subject.started = Instant::now();
@@ -212,13 +218,32 @@ async fn try_here(
     (outcome, (tries > 0).then_some(tries))
 }
 
-fn needs_message(missing: &[Hook]) -> String {
+fn needs_message(missing: &[Hook], reasons: &[(Hook, String)]) -> String {
     let names: Vec<_> = missing.iter().map(|hook| hook.method()).collect();
+    let why: Vec<_> = reasons
+        .iter()
+        .filter(|(hook, _)| missing.contains(hook))
+        .map(|(_, why)| why.as_str())
+        .collect();
     format!(
-        "needs the hook{} {}, which the factory does not offer (Hooks::offered)",
+        "needs the hook{} {}, which the factory does not offer (Hooks::offered){}",
         if names.len() == 1 { "" } else { "s" },
-        names.join(", ")
+        names.join(", "),
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", why.join("; "))
+        }
     )
+}
+
+/// The reasons `hooks` gives for what it does not offer.
+fn reasons(hooks: &dyn crate::Hooks) -> Vec<(Hook, String)> {
+    Hook::ALL
+        .into_iter()
+        .filter(|hook| !hooks.offered().contains(hook))
+        .filter_map(|hook| Some((hook, hooks.why_not(hook)?)))
+        .collect()
 }
 
 /// Whether a run must fail when its backend is not there: in CI (`CI` set
@@ -306,7 +331,7 @@ pub fn stamped(
 ) -> Vec<Stamped> {
     let factory: Arc<dyn Factory> = Arc::new(factory);
     let probed = if listing {
-        Probe::Offers(Hook::ALL.to_vec())
+        Probe::Offers(Hook::ALL.to_vec(), Vec::new())
     } else {
         runtime().block_on(probe(&*factory))
     };
@@ -318,11 +343,15 @@ pub fn stamped(
         Probe::Unavailable(why) => eprintln!(
             "\n!!! NOT RUN: every conformance case: {why} (set LEASE_CONFORMANCE_REQUIRE_BACKEND=1 to fail instead)\n"
         ),
-        Probe::Offers(offered) => {
+        Probe::Offers(offered, reasons) => {
             for case in &cases {
                 let missing = case.missing(offered);
                 if !missing.is_empty() {
-                    eprintln!("!!! NOT RUN: {}: {}", case.name, needs_message(&missing));
+                    eprintln!(
+                        "!!! NOT RUN: {}: {}",
+                        case.name,
+                        needs_message(&missing, reasons)
+                    );
                 }
             }
         }
@@ -332,7 +361,7 @@ pub fn stamped(
         .map(|case| {
             let ignored = match &probed {
                 Probe::Unavailable(_) => !require_backend,
-                Probe::Offers(offered) => !case.missing(offered).is_empty(),
+                Probe::Offers(offered, _) => !case.missing(offered).is_empty(),
             };
             let factory = factory.clone();
             let run = move || {
@@ -374,8 +403,8 @@ fn verdict(case: &Case, report: CaseReport, require_backend: bool) -> Result<(),
 
 /// What opening the factory once showed.
 enum Probe {
-    /// The backend is there and offers these hooks.
-    Offers(Vec<Hook>),
+    /// The backend is there and offers these hooks; why not the others.
+    Offers(Vec<Hook>, Vec<(Hook, String)>),
     /// The backend is not there.
     Unavailable(String),
 }
@@ -386,12 +415,13 @@ async fn probe(factory: &dyn Factory) -> Probe {
     match factory.open().await {
         Ok(subject) => {
             let offered = subject.hooks.offered().to_vec();
+            let reasons = reasons(&*subject.hooks);
             subject.hooks.finish().await;
-            Probe::Offers(offered)
+            Probe::Offers(offered, reasons)
         }
         Err(error) => match error.downcast_ref::<Unavailable>() {
             Some(unavailable) => Probe::Unavailable(unavailable.to_string()),
-            None => Probe::Offers(Hook::ALL.to_vec()),
+            None => Probe::Offers(Hook::ALL.to_vec(), Vec::new()),
         },
     }
 }

@@ -61,15 +61,20 @@ pub enum Hook {
     SecondClient,
     /// [`Hooks::stored_records`].
     StoredRecords,
+    /// [`Hooks::server_address`] and [`Hooks::store_through`]: the fault
+    /// cases put a [`FaultProxy`](crate::faults::FaultProxy) between a
+    /// store and its server.
+    Network,
 }
 
 impl Hook {
     /// Every hook.
-    pub const ALL: [Hook; 4] = [
+    pub const ALL: [Hook; 5] = [
         Hook::CorruptRecord,
         Hook::RestartServer,
         Hook::SecondClient,
         Hook::StoredRecords,
+        Hook::Network,
     ];
 
     /// The name of the [`Hooks`] method that provides it.
@@ -79,6 +84,7 @@ impl Hook {
             Hook::RestartServer => "restart_server",
             Hook::SecondClient => "second_client",
             Hook::StoredRecords => "stored_records",
+            Hook::Network => "store_through",
         }
     }
 }
@@ -97,6 +103,13 @@ pub trait Hooks: Send + Sync {
     /// The hooks this backend implements: the cases needing them run.
     fn offered(&self) -> &[Hook] {
         &[]
+    }
+
+    /// Why `hook` is not offered, when there is a reason worth a report
+    /// line (a deployment that cannot be proxied, a server someone else
+    /// runs): it is shown with every case reported not run for want of it.
+    fn why_not(&self, _hook: Hook) -> Option<String> {
+        None
     }
 
     /// Stores unparseable bytes as the lease record of `key`
@@ -125,6 +138,27 @@ pub trait Hooks: Send + Sync {
     /// ([`Hook::StoredRecords`]).
     async fn stored_records(&self) -> Result<usize, BoxError> {
         Err(not_implemented(Hook::StoredRecords))
+    }
+
+    /// Where the subject's server listens, as `host:port` on this machine:
+    /// the fault cases start a [`FaultProxy`](crate::faults::FaultProxy)
+    /// in front of it ([`Hook::Network`]).
+    async fn server_address(&self) -> Result<String, BoxError> {
+        Err(not_implemented(Hook::Network))
+    }
+
+    /// Another client of the subject's namespace, like
+    /// [`Hooks::second_client`], that connects to `address` (the proxy,
+    /// `127.0.0.1:PORT`) instead of the server and gives up on each call
+    /// after `call_timeout` ([`Hook::Network`]). Whatever the store does
+    /// on a lost connection — reconnect, retry, a pool — it does here too:
+    /// that is what the fault cases judge.
+    async fn store_through(
+        &self,
+        _address: &str,
+        _call_timeout: Duration,
+    ) -> Result<DynLeaseStore, BoxError> {
+        Err(not_implemented(Hook::Network))
     }
 
     /// Called after each case, passed or not: remove what the case wrote.
@@ -374,27 +408,53 @@ impl std::fmt::Debug for Subject {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryFactory;
 
-struct MemoryHooks(MemoryStore);
+struct MemoryHooks {
+    store: MemoryStore,
+    wire: crate::wire::Wire,
+}
 
 #[async_trait]
 impl Hooks for MemoryHooks {
     fn offered(&self) -> &[Hook] {
-        // One process's memory has no server to restart.
-        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+        &[
+            Hook::CorruptRecord,
+            Hook::SecondClient,
+            Hook::StoredRecords,
+            Hook::Network,
+        ]
+    }
+
+    fn why_not(&self, hook: Hook) -> Option<String> {
+        (hook == Hook::RestartServer)
+            .then(|| "one process's memory has no server to restart".into())
     }
 
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
-        self.0.plant_corrupt_record(key, "\u{0}not a record");
+        self.store.plant_corrupt_record(key, "\u{0}not a record");
         Ok(())
     }
 
     async fn second_client(&self) -> Result<DynLeaseStore, BoxError> {
         // In one process, a second handle on the same store.
-        Ok(Arc::new(self.0.clone()))
+        Ok(Arc::new(self.store.clone()))
     }
 
     async fn stored_records(&self) -> Result<usize, BoxError> {
-        Ok(self.0.records_kept())
+        Ok(self.store.records_kept())
+    }
+
+    /// The store served on loopback ([`crate::wire`]): the fault cases
+    /// reach it over TCP, through their proxy.
+    async fn server_address(&self) -> Result<String, BoxError> {
+        self.wire.server_address().await
+    }
+
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: Duration,
+    ) -> Result<DynLeaseStore, BoxError> {
+        Ok(self.wire.store_through(address, call_timeout))
     }
 }
 
@@ -402,6 +462,10 @@ impl Hooks for MemoryHooks {
 impl Factory for MemoryFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let store = MemoryStore::new();
-        Ok(Subject::new(Arc::new(store.clone())).with_hooks(Arc::new(MemoryHooks(store))))
+        let hooks = MemoryHooks {
+            wire: crate::wire::Wire::new(Arc::new(store.clone())),
+            store: store.clone(),
+        };
+        Ok(Subject::new(Arc::new(store)).with_hooks(Arc::new(hooks)))
     }
 }

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use lease_conformance::wire::Wire;
 use lease_conformance::{Factory, Hook, Hooks, Outcome, Subject, all_cases, find_case, run_cases};
 use lease_core::{
-    BoxError, Capabilities, Claim, Cursor, Fence, FencingToken, Grant, Holder, LeaseError,
-    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page,
+    BoxError, Capabilities, Claim, Cursor, DynLeaseStore, Fence, FencingToken, Grant, Holder,
+    LeaseError, LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page,
 };
 use tokio::time::Instant;
 
@@ -145,6 +146,20 @@ flaws! {
     ListStaleTimeLeft => stale_listed_time_left_is_caught: ["list_matches_escaped_segments_and_shows_renewed_time_left"];
     /// Inspect answers from a copy it read up to a second ago.
     InspectCached => cached_inspects_are_caught: ["inspect_shows_other_clients_changes_at_once"];
+    /// A claim of one's own live grant sets its end to the claim's TTL,
+    /// shortening it: harmless in order, fatal when the network delivers
+    /// the claim late, after a longer renewal.
+    ClaimOwnShortens => a_late_claim_shortening_a_grant_is_caught: ["a_late_claim_never_shortens_a_grant_its_holder_was_told_of"];
+    /// The client reports a call that got no reply as failed for sure
+    /// (`is_indeterminate() == false`), though the server may have
+    /// applied it.
+    TimeoutsSayKnown => timeouts_claiming_a_known_outcome_are_caught: ["a_claim_whose_reply_is_lost_ends_by_the_servers_clock", "a_renewal_whose_reply_is_lost_ends_by_the_servers_clock"];
+    /// The client re-sends a claim that got no reply from a background
+    /// task, and keeps the grant it then gets alive, after its caller was
+    /// told the claim failed.
+    KeepsAliveAfterCutOff => a_grant_kept_alive_after_a_cut_off_claim_is_caught: ["a_claim_whose_reply_is_lost_ends_by_the_servers_clock"];
+    /// A batch renewal cut by a reset answers every fence as lost.
+    BatchCutSaysLost => a_cut_batch_calling_grants_lost_is_caught: ["a_reset_in_the_middle_of_a_batch_loses_no_live_grant"];
     /// Not a broken rule: now and then a renewal blocks the runner's
     /// thread for a while after it is decided, as a starved machine does. The suite must never call this
     /// backend broken.
@@ -440,7 +455,14 @@ impl Flawed {
             None => Claim::Acquired(self.grant(&mut state, key, holder, ttl, sent, None)),
             Some(rec) if self.same_holder(&rec.holder, holder) => {
                 let token = (!self.has(Flaw::ReclaimByHolderGetsNewToken)).then_some(rec.token);
-                Claim::Acquired(self.grant(&mut state, key, holder, ttl, sent, token))
+                let grant = self.grant(&mut state, key, holder, ttl, sent, token);
+                // Later, never earlier: the claim may be a retry's original.
+                if !self.has(Flaw::ClaimOwnShortens)
+                    && let Some(Ok(now)) = state.leases.get_mut(&self.filed(key))
+                {
+                    now.expires_at = now.expires_at.max(rec.expires_at);
+                }
+                Claim::Acquired(grant)
             }
             Some(rec)
                 if observed.is_some_and(|o| {
@@ -940,12 +962,40 @@ impl Flawed {
 
 struct FlawedFactory(Option<Flaw>);
 
-struct FlawedHooks(Arc<Flawed>);
+struct FlawedHooks(Arc<Flawed>, Wire);
 
 #[async_trait]
 impl Hooks for FlawedHooks {
     fn offered(&self) -> &[Hook] {
-        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+        &[
+            Hook::CorruptRecord,
+            Hook::SecondClient,
+            Hook::StoredRecords,
+            Hook::Network,
+        ]
+    }
+
+    async fn server_address(&self) -> Result<String, BoxError> {
+        self.1.server_address().await
+    }
+
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: Duration,
+    ) -> Result<DynLeaseStore, BoxError> {
+        let client = self.1.store_through(address, call_timeout);
+        Ok(match self.0.flaw {
+            Some(
+                flaw @ (Flaw::TimeoutsSayKnown
+                | Flaw::KeepsAliveAfterCutOff
+                | Flaw::BatchCutSaysLost),
+            ) => Arc::new(FlawedClient {
+                flaw,
+                inner: client,
+            }),
+            _ => client,
+        })
     }
 
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
@@ -988,7 +1038,8 @@ impl Factory for FlawedFactory {
             renewals: AtomicU64::new(0),
             inspected: Mutex::default(),
         });
-        Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store))))
+        let wire = Wire::new(store.clone());
+        Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store, wire))))
     }
 }
 
@@ -1068,6 +1119,175 @@ async fn a_stalled_runner_is_never_called_a_broken_backend() {
             "{}: a starvation report without the instants measured: {:?}",
             r.name,
             r.starved
+        );
+    }
+}
+
+/// A client-side flaw over the wire to the double: only a network fault
+/// shows it.
+#[derive(Debug)]
+struct FlawedClient {
+    flaw: Flaw,
+    inner: DynLeaseStore,
+}
+
+impl FlawedClient {
+    /// With [`Flaw::TimeoutsSayKnown`], an error of unknown outcome says
+    /// the outcome is known.
+    fn known<T>(&self, answer: Result<T, LeaseError>) -> Result<T, LeaseError> {
+        match answer {
+            Err(e) if self.flaw == Flaw::TimeoutsSayKnown && e.is_indeterminate() => {
+                Err(LeaseError::Backend {
+                    backend: "flawed",
+                    op: Op::Claim,
+                    key: LeaseKey::new("flawed").unwrap(),
+                    indeterminate: false,
+                    source: e.to_string().into(),
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for FlawedClient {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn claim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        let answer = self.inner.claim(key, holder, ttl).await;
+        if self.flaw == Flaw::KeepsAliveAfterCutOff && answer.is_err() {
+            // Re-sent in the background until granted, then kept alive.
+            let (store, key, holder) = (self.inner.clone(), key.clone(), holder.clone());
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < until {
+                    if let Ok(Claim::Acquired(grant)) = store.claim(&key, &holder, ttl).await {
+                        while Instant::now() < until && store.renew(&grant.fence, ttl).await.is_ok()
+                        {
+                            tokio::time::sleep(ttl / 3).await;
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(ttl / 10).await;
+                }
+            });
+        }
+        self.known(answer)
+    }
+
+    async fn reclaim(
+        &self,
+        observed: &Fence,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        self.known(self.inner.reclaim(observed, holder, ttl).await)
+    }
+
+    async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        self.known(self.inner.renew(fence, ttl).await)
+    }
+
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        let answers = self.inner.renew_many(renewals).await;
+        let cut = answers.iter().any(|a| {
+            matches!(
+                a,
+                Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. })
+            )
+        });
+        if self.flaw == Flaw::BatchCutSaysLost && cut {
+            return renewals
+                .iter()
+                .map(|(fence, _)| Err(LeaseError::lost(fence, None)))
+                .collect();
+        }
+        answers.into_iter().map(|a| self.known(a)).collect()
+    }
+
+    async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        self.known(self.inner.release(fence).await)
+    }
+
+    async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        self.inner.inspect(key).await
+    }
+
+    async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
+        self.inner.put_marker(key, value).await
+    }
+
+    async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError> {
+        self.inner.delete_marker(key, value).await
+    }
+
+    async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
+        self.inner.get_marker(key).await
+    }
+
+    async fn guarded_write(
+        &self,
+        fence: &Fence,
+        target: &LeaseKey,
+        value: &[u8],
+    ) -> Result<(), LeaseError> {
+        self.known(self.inner.guarded_write(fence, target, value).await)
+    }
+
+    async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
+        self.inner.read_guarded(target).await
+    }
+
+    async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
+        self.inner.wait_free(key, timeout).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        self.inner.list(prefix, from, limit).await
+    }
+
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        self.inner.list_markers(prefix, from, limit).await
+    }
+}
+
+/// The flaws only a network fault shows pass every case that injects
+/// none: fault mode is what catches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_only_flaws_pass_without_faults() {
+    let quiet: Vec<&str> = all_cases()
+        .into_iter()
+        .filter(|case| !case.needs.contains(&Hook::Network))
+        .map(|case| case.name)
+        .collect();
+    for flaw in [
+        Flaw::ClaimOwnShortens,
+        Flaw::TimeoutsSayKnown,
+        Flaw::KeepsAliveAfterCutOff,
+        Flaw::BatchCutSaysLost,
+    ] {
+        let failed = failures(Some(flaw), Some(&quiet)).await;
+        assert!(
+            failed.is_empty(),
+            "{flaw:?} was caught without a fault: {failed:?}"
         );
     }
 }

@@ -4,6 +4,7 @@
 //! stored, a second client). Behind the `testing` feature.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{Client, DeleteOptions};
@@ -37,8 +38,38 @@ struct EtcdHooks {
 #[async_trait]
 impl Hooks for EtcdHooks {
     fn offered(&self) -> &[Hook] {
-        // A server someone else runs is not restarted by the suite.
-        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+        &[
+            Hook::CorruptRecord,
+            Hook::SecondClient,
+            Hook::StoredRecords,
+            Hook::Network,
+        ]
+    }
+
+    fn why_not(&self, hook: Hook) -> Option<String> {
+        (hook == Hook::RestartServer)
+            .then(|| "the suite does not restart a server it did not start".into())
+    }
+
+    /// The first endpoint: a member the client under faults reaches only
+    /// through the proxy (the others are not given to it).
+    async fn server_address(&self) -> Result<String, BoxError> {
+        let first = self.config.endpoints.first().ok_or("no endpoint")?;
+        let address = first
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        Ok(address.trim_end_matches('/').to_owned())
+    }
+
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: Duration,
+    ) -> Result<DynLeaseStore, BoxError> {
+        let mut config = self.config.clone().call_timeout(call_timeout);
+        config.endpoints = vec![address.to_owned()];
+        let store = EtcdStore::connect(config).await?;
+        Ok(Arc::new(store))
     }
 
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {

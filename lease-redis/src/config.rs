@@ -175,6 +175,42 @@ impl RedisConfig {
         })
     }
 
+    /// Where a single server's URL points, as the byte range of its
+    /// `host[:port]` in the URL; `None` for a cluster or Sentinel URL.
+    fn server_range(&self) -> Option<std::ops::Range<usize>> {
+        let after_scheme = ["redis://", "rediss://"]
+            .into_iter()
+            .find_map(|scheme| self.url.starts_with(scheme).then_some(scheme.len()))?;
+        let rest = &self.url[after_scheme..];
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let start = rest[..end].rfind('@').map_or(0, |at| at + 1);
+        (start < end).then_some(after_scheme + start..after_scheme + end)
+    }
+
+    /// A single server's `host:port` (port 6379 when the URL gives none);
+    /// `None` for a cluster or Sentinel URL.
+    pub(crate) fn server_address(&self) -> Option<String> {
+        let host = &self.url[self.server_range()?];
+        let has_port = host
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+        Some(if has_port {
+            host.to_owned()
+        } else {
+            format!("{host}:6379")
+        })
+    }
+
+    /// The same configuration reaching a single server at `address`
+    /// (`host:port`) instead: credentials, database and options kept.
+    /// `None` for a cluster or Sentinel URL.
+    pub(crate) fn at_address(&self, address: &str) -> Option<Self> {
+        let range = self.server_range()?;
+        let mut config = self.clone();
+        config.url.replace_range(range, address);
+        Some(config)
+    }
+
     /// The URL with any password replaced, for errors and logs.
     pub(crate) fn redacted_url(&self) -> String {
         lease_core::redacted_url(&self.url)
@@ -321,6 +357,29 @@ mod tests {
             let err = RedisConfig::new(bad).validate().unwrap_err().to_string();
             assert!(err.contains("cluster URL"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_single_servers_address_is_found_and_replaced() {
+        let config = RedisConfig::new("redis://app:p@ss@10.0.0.5:6380/2?protocol=resp3");
+        assert_eq!(config.server_address().as_deref(), Some("10.0.0.5:6380"));
+        let moved = config.at_address("127.0.0.1:9").unwrap();
+        assert_eq!(moved.url, "redis://app:p@ss@127.0.0.1:9/2?protocol=resp3");
+        assert_eq!(
+            RedisConfig::new("rediss://cache.internal")
+                .server_address()
+                .as_deref(),
+            Some("cache.internal:6379")
+        );
+        assert_eq!(
+            RedisConfig::new("redis+cluster://a:1,b:2").server_address(),
+            None
+        );
+        assert!(
+            RedisConfig::new("redis+sentinel://s:26379/m")
+                .at_address("x:1")
+                .is_none()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! stored, a second client). Behind the `testing` feature.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{BoxError, DynLeaseStore, Fence, LeaseError, LeaseKey};
@@ -65,7 +66,50 @@ impl RedisHooks {
 impl Hooks for RedisHooks {
     fn offered(&self) -> &[Hook] {
         // A server someone else runs is not restarted by the suite.
-        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+        const BASE: &[Hook] = &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords];
+        const PROXIED: &[Hook] = &[
+            Hook::CorruptRecord,
+            Hook::SecondClient,
+            Hook::StoredRecords,
+            Hook::Network,
+        ];
+        if self.config.server_address().is_some() {
+            PROXIED
+        } else {
+            BASE
+        }
+    }
+
+    fn why_not(&self, hook: Hook) -> Option<String> {
+        match hook {
+            Hook::Network => Some(
+                "a cluster's nodes and a Sentinel's primary announce their own addresses, which a proxy in front of the URL's hosts cannot stand in for"
+                    .into(),
+            ),
+            Hook::RestartServer => Some("the suite does not restart a server it did not start".into()),
+            _ => None,
+        }
+    }
+
+    async fn server_address(&self) -> Result<String, BoxError> {
+        self.config
+            .server_address()
+            .ok_or_else(|| "not a single server's URL".into())
+    }
+
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: Duration,
+    ) -> Result<DynLeaseStore, BoxError> {
+        let config = self
+            .config
+            .at_address(address)
+            .ok_or("not a single server's URL")?
+            .call_timeout(call_timeout)
+            .connect_timeout(call_timeout);
+        let store = RedisStore::connect(config).await?;
+        Ok(Arc::new(store))
     }
 
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {

@@ -94,6 +94,22 @@ impl<S: Restart> Hooks for ServerHooks<S> {
         self.inner.stored_records().await
     }
 
+    fn why_not(&self, hook: Hook) -> Option<String> {
+        self.inner.why_not(hook)
+    }
+
+    async fn server_address(&self) -> Result<String, BoxError> {
+        self.inner.server_address().await
+    }
+
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: std::time::Duration,
+    ) -> Result<lease_core::DynLeaseStore, BoxError> {
+        self.inner.store_through(address, call_timeout).await
+    }
+
     async fn finish(&self) {
         self.inner.finish().await;
     }

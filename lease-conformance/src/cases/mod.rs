@@ -73,6 +73,7 @@ pub mod atomic;
 pub mod claim;
 pub mod clients;
 pub mod edges;
+pub mod faults;
 pub mod guarded;
 pub mod helpers;
 pub mod inspect;
@@ -101,6 +102,7 @@ pub fn all() -> Vec<Case> {
         edges::CASES,
         atomic::CASES,
         records::CASES,
+        faults::CASES,
         crate::properties::CASES,
     ]
     .concat()

@@ -1,0 +1,542 @@
+//! The fault cases: a [`FaultProxy`] between a store and its server loses
+//! replies, holds requests and delivers them late, resets connections,
+//! partitions and freezes — and the rules still hold.
+//!
+//! Each case opens a store through the proxy ([`Hook::Network`]) beside
+//! the subject's own store, which reaches the server directly and plays
+//! the other client. Each first shows its fault happened (the other
+//! client sees the effect of the reply that was lost, the late request is
+//! answered by the server), then judges the rule. A fault that did not
+//! happen — a request that never left the store — makes the try starved,
+//! never passed.
+//!
+//! [`Hook::Network`]: crate::Hook::Network
+
+use std::future::Future;
+use std::time::Duration;
+
+use lease_core::{
+    Acquire, Claim, DynLeaseStore, Fence, FencedResource, Grant, Holder, LeaseError, LeaseKey,
+    Leaser,
+};
+use tokio::time::Instant;
+
+use crate::cases::hook_failed;
+use crate::check::{acquire, holder, key};
+use crate::faults::{Fault, FaultProxy};
+use crate::{CaseError, Hook, Subject, Timing, ensure};
+
+/// A store through a fault proxy, beside the subject's direct one.
+struct Net {
+    proxy: FaultProxy,
+    /// The store under faults.
+    a: DynLeaseStore,
+    /// The TTL the case grants.
+    ttl: Duration,
+    timing: Timing,
+}
+
+/// How long the store through the proxy waits for a reply: a quarter of
+/// the case's TTL, so a call given up on still leaves most of the grant.
+fn call_timeout(ttl: Duration) -> Duration {
+    (ttl / 4).max(Duration::from_millis(100))
+}
+
+async fn network(s: &Subject) -> Result<Net, CaseError> {
+    let timing = s.timing();
+    let ttl = timing.steady_ttl;
+    let server = s
+        .hooks
+        .server_address()
+        .await
+        .map_err(hook_failed(Hook::Network))?;
+    let proxy = FaultProxy::start(&server).await.map_err(|e| {
+        CaseError::Failed(format!(
+            "could not start a fault proxy before {server}: {e}"
+        ))
+    })?;
+    let a = s
+        .hooks
+        .store_through(&proxy.endpoint(), call_timeout(ttl))
+        .await
+        .map_err(hook_failed(Hook::Network))?;
+    Ok(Net {
+        proxy,
+        a,
+        ttl,
+        timing,
+    })
+}
+
+/// Calls again while the answer is a connection error or a timeout (a
+/// store reconnecting after a reset), for up to `within`.
+async fn settled<T, F: Future<Output = Result<T, LeaseError>>>(
+    within: Duration,
+    mut call: impl FnMut() -> F,
+) -> Result<T, LeaseError> {
+    let until = Instant::now() + within;
+    loop {
+        match call().await {
+            Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. })
+                if Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The faults that make a call end unanswered after the server applied
+/// it, tried in turn: replies lost, for a call of one round trip; replies
+/// lost after the first few requests, for a call of several (a read
+/// before the write, a lease before the transaction, a protocol's own
+/// frames between them), whose last request is applied.
+fn reply_faults() -> [Fault; 6] {
+    [
+        Fault::LoseReplies,
+        Fault::LoseRepliesAfter(1),
+        Fault::LoseRepliesAfter(2),
+        Fault::LoseRepliesAfter(3),
+        Fault::LoseRepliesAfter(4),
+        Fault::LoseRepliesAfter(6),
+    ]
+}
+
+/// No fault of [`reply_faults`] had a call applied and unanswered.
+fn not_applied(call: &str) -> CaseError {
+    CaseError::Starved(format!(
+        "no {call} ended unanswered after the server applied it (replies lost from the first request on, or from the second to the seventh): the fault could not be made to happen"
+    ))
+}
+
+/// A mutating call the proxy kept from answering must end in an error
+/// that says its outcome is unknown.
+fn unknown_outcome<T: std::fmt::Debug>(
+    what: &str,
+    answer: Result<T, LeaseError>,
+) -> Result<LeaseError, CaseError> {
+    match answer {
+        Ok(answer) => Err(CaseError::Failed(format!(
+            "{what} was answered ({answer:?}) though no reply from the server got through"
+        ))),
+        Err(error) if error.is_indeterminate() => Ok(error),
+        Err(error) => Err(CaseError::Failed(format!(
+            "{what} ended in \"{error}\", which says its outcome is known, though the request may have been applied (LeaseError::is_indeterminate)"
+        ))),
+    }
+}
+
+impl Net {
+    /// Waits until the store under faults answers again (after a reset it
+    /// reconnects), asking about `k`.
+    async fn ready(&self, k: &LeaseKey) -> Result<(), CaseError> {
+        settled(self.ttl * 2, || self.a.inspect(k)).await?;
+        Ok(())
+    }
+
+    /// What the direct client sees at `k`: a grant of `expected`, or the
+    /// fault did not happen. Returns the fence and when it was seen.
+    async fn seen_held(
+        &self,
+        s: &Subject,
+        k: &LeaseKey,
+        expected: &Holder,
+        what: &str,
+    ) -> Result<(Fence, Instant), CaseError> {
+        let record = s.store.inspect(k).await?;
+        let seen = Instant::now();
+        match record {
+            Some(record) if &record.holder == expected => Ok((record.fence(), seen)),
+            Some(record) => Err(CaseError::Failed(format!(
+                "after {what}, {k} is held by {} — no one else claimed it",
+                record.holder
+            ))),
+            None => Err(CaseError::Starved(format!(
+                "{what} never reached the server (the other client sees {k} free at {}), so the fault could not be judged",
+                s.at(seen)
+            ))),
+        }
+    }
+
+    /// The other client claims `k` until granted: never before
+    /// `not_before` (the grant may still be live until then), and by the
+    /// time the grant written no later than `last_write` is over
+    /// (`last_write + ttl + slack`). Returns the new grant.
+    async fn handover(
+        &self,
+        s: &Subject,
+        k: &LeaseKey,
+        ttl: Duration,
+        not_before: Instant,
+        last_write: Instant,
+    ) -> Result<Grant, CaseError> {
+        let rival = holder("rival", "1");
+        let poll = (self.timing.slack / 4).clamp(Duration::from_millis(10), ttl / 20);
+        loop {
+            let sent = Instant::now();
+            let claim = s.store.claim(k, &rival, self.ttl).await?;
+            let replied = Instant::now();
+            match claim {
+                Claim::Acquired(grant) => {
+                    ensure!(
+                        replied >= not_before,
+                        "the other client was granted {k} at {}, {:.1?} before {}, until when the grant (TTL {ttl:?}) was certainly live",
+                        s.at(replied),
+                        not_before - replied,
+                        s.at(not_before)
+                    );
+                    return Ok(grant);
+                }
+                Claim::Busy(record) => {
+                    let bound = format!(
+                        "{k} still held by {} ({record:?}) for a claim sent at {}: the grant ended",
+                        record.holder,
+                        s.at(sent)
+                    );
+                    s.within(
+                        &format!(
+                            "{bound} — the last write the server applied to it came by {}, the TTL is {ttl:?}",
+                            s.at(last_write)
+                        ),
+                        last_write,
+                        sent,
+                        ttl + self.timing.slack,
+                    )?;
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// After a new grant, the store under faults is refused with `old`:
+    /// its renewal is lost, its guarded write refused.
+    async fn old_fence_refused(
+        &self,
+        s: &Subject,
+        old: &Fence,
+        new: &Grant,
+    ) -> Result<(), CaseError> {
+        ensure!(
+            new.token() > old.token,
+            "the grant after {old} has token {}, not above {}",
+            new.token(),
+            old.token
+        );
+        let renewed = settled(self.ttl, || self.a.renew(old, self.ttl)).await;
+        ensure!(
+            matches!(renewed, Err(LeaseError::Lost { .. })),
+            "renewing {old} after {} was granted gave {renewed:?}",
+            new.fence
+        );
+        let target = key("faults/guarded-target");
+        let written = settled(self.ttl, || self.a.guarded_write(old, &target, b"late")).await;
+        ensure!(
+            matches!(written, Err(LeaseError::Lost { .. })),
+            "a guarded write with {old} after {} was granted gave {written:?}",
+            new.fence
+        );
+        ensure!(
+            s.store.read_guarded(&target).await?.is_none(),
+            "the refused guarded write with {old} was written"
+        );
+        ensure!(
+            s.store.check(&new.fence).await?,
+            "the new grant {} is not live right after the old fence was refused",
+            new.fence
+        );
+        Ok(())
+    }
+}
+
+cases! {
+    /// A claim whose reply is lost after the server applied it ends by the server's clock: the other client is granted the key by `last write + TTL + slack`, not before the TTL, with a higher token, and the lost grant's fence is refused.
+    #[needs(Network)]
+    #[rule(BoundedByTheServer)]
+    async fn a_claim_whose_reply_is_lost_ends_by_the_servers_clock(s) {
+        let net = network(s).await?;
+        let a = holder("a", "1");
+        for (rung, fault) in reply_faults().into_iter().enumerate() {
+            let k = key(&format!("faults/lost-claim/{rung}"));
+            net.ready(&k).await?;
+            net.proxy.set(fault);
+            let sent = Instant::now();
+            let answer = net.a.claim(&k, &a, net.ttl).await;
+            // Heal at once: a store that kept the grant alive by itself
+            // would reach the server from here on.
+            net.proxy.heal();
+            if answer.is_ok() && fault != Fault::LoseReplies {
+                continue; // answered in time: no reply was lost
+            }
+            unknown_outcome("a claim", answer)?;
+            let (fence, seen) = match net.seen_held(s, &k, &a, "the claim whose reply was lost").await {
+                Err(CaseError::Starved(_)) => continue, // not applied: the next rung
+                seen => seen?,
+            };
+            let next = net.handover(s, &k, net.ttl, sent + net.ttl, seen).await?;
+            return net.old_fence_refused(s, &fence, &next).await;
+        }
+        Err(not_applied("claim"))
+    }
+
+    /// A renewal whose reply is lost after the server applied it ends by the server's clock: the other client is granted the key by `last write + TTL + slack` and not before the renewed TTL, and the old fence is refused.
+    #[needs(Network)]
+    #[rule(BoundedByTheServer)]
+    async fn a_renewal_whose_reply_is_lost_ends_by_the_servers_clock(s) {
+        let net = network(s).await?;
+        let a = holder("a", "1");
+        let longer = net.ttl * 2;
+        for (rung, fault) in reply_faults().into_iter().enumerate() {
+            let k = key(&format!("faults/lost-renewal/{rung}"));
+            net.ready(&k).await?;
+            let first = acquire(&*net.a, &k, &a, net.ttl).await?;
+            net.proxy.set(fault);
+            let sent = Instant::now();
+            let answer = net.a.renew(&first.value.fence, longer).await;
+            net.proxy.heal();
+            if answer.is_ok() && fault != Fault::LoseReplies {
+                continue;
+            }
+            unknown_outcome("a renewal", answer)?;
+            let (fence, seen) = net.seen_held(s, &k, &a, "the renewal whose reply was lost").await?;
+            ensure!(fence == first.value.fence, "after a renewal the grant is {fence}, not {}", first.value.fence);
+            // Applied when the record outlives what the claim alone gave.
+            let record = s.store.inspect(&k).await?;
+            let ends = Instant::now() + record.map_or(Duration::ZERO, |r| r.remaining);
+            if ends <= first.replied + net.ttl + net.timing.slack {
+                continue;
+            }
+            let next = net.handover(s, &k, longer, sent + longer, seen).await?;
+            return net.old_fence_refused(s, &fence, &next).await;
+        }
+        Err(not_applied("renewal"))
+    }
+
+    /// A claim of one's own live grant that the network delivers late — after the store gave up on it, reconnected and renewed for longer — never ends the grant before the deadline that renewal told.
+    #[needs(Network)]
+    #[rule(LateRequestsAreHarmless, ClaimOwnGrant)]
+    async fn a_late_claim_never_shortens_a_grant_its_holder_was_told_of(s) {
+        let net = network(s).await?;
+        let k = key("faults/late-claim");
+        let a = holder("a", "1");
+        let first = acquire(&*net.a, &k, &a, net.ttl).await?;
+        net.proxy.set(Fault::HoldRequests);
+        let held = net.a.claim(&k, &a, net.ttl).await;
+        unknown_outcome("a claim whose request was held", held)?;
+        let late = net.proxy.cut_held().await;
+        if late.is_empty() {
+            return Err(CaseError::Starved("the held claim was never sent, so no request could arrive late".into()));
+        }
+        // The store reconnects and renews for four TTLs: its holder is
+        // told the grant lasts until `sent + 4 TTL`.
+        let longer = net.ttl * 4;
+        let sent = Instant::now();
+        let renewed = settled(net.ttl, || net.a.renew(&first.value.fence, longer)).await;
+        let renewed = match renewed {
+            Ok(grant) => grant,
+            Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant after a reconnect gave {e}"), Instant::now(), first.sent + first.value.ttl)),
+        };
+        let told = renewed.deadline.min(sent + longer);
+        let mut answered = false;
+        for request in late {
+            answered |= request.deliver(net.ttl).await;
+        }
+        let delivered = Instant::now();
+        if !answered {
+            return Err(CaseError::Starved(format!("the server never answered the late claim delivered at {}", s.at(delivered))));
+        }
+        // Had the late claim set the grant's end, it would be over by now.
+        let shortened_end = delivered + net.ttl + net.timing.slack + Duration::from_millis(50);
+        s.before("the check after the late claim's own TTL", shortened_end, told)?;
+        tokio::time::sleep_until(shortened_end).await;
+        let checked = Instant::now();
+        match s.store.claim(&k, &holder("rival", "1"), net.ttl).await? {
+            Claim::Busy(record) => ensure!(record.fence() == first.value.fence, "{k} is held by {record:?}, not by {}", first.value.fence),
+            Claim::Acquired(grant) => {
+                return Err(s.broken_unless_late(
+                    &format!(
+                        "a claim of a's own grant, delivered late at {}, ended it: the other client was granted {} at {}, before the deadline {} the renewal sent at {} had told",
+                        s.at(delivered), grant.fence, s.at(checked), s.at(told), s.at(sent)
+                    ),
+                    Instant::now(),
+                    told,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection reset in the middle of batched calls (`renew_many`, claims sent together) loses no live grant: each answer is the grant or an error whose outcome is unknown, and retrying gives every holder its own grant with the same token.
+    #[needs(Network)]
+    #[rule(RenewManyAnswersEach, ClaimOwnGrant)]
+    async fn a_reset_in_the_middle_of_a_batch_loses_no_live_grant(s) {
+        const KEYS: usize = 8;
+        let net = network(s).await?;
+        let a = holder("a", "1");
+        let keys: Vec<_> = (0..KEYS).map(|i| key(&format!("faults/batch/{i}"))).collect();
+        // Claims sent together, their replies held back and then the
+        // connections reset under them.
+        net.proxy.set(Fault::DelayReplies(call_timeout(net.ttl) * 2));
+        let claims = futures::future::join_all(keys.iter().map(|k| {
+            let (store, a) = (net.a.clone(), a.clone());
+            async move { store.claim(k, &a, net.ttl).await }
+        }));
+        let reset = async {
+            tokio::time::sleep(call_timeout(net.ttl) / 4).await;
+            net.proxy.heal();
+        };
+        let (claims, ()) = tokio::join!(claims, reset);
+        for (k, answer) in keys.iter().zip(&claims) {
+            if let Err(e) = answer {
+                ensure!(e.is_indeterminate(), "a claim of {k} cut by a reset gave \"{e}\", which says its outcome is known");
+            }
+        }
+        // Retried, each claim gives the holder its grant (rule 1).
+        let mut fences = Vec::new();
+        for k in &keys {
+            let sent = Instant::now();
+            match settled(net.ttl, || net.a.claim(k, &a, net.ttl)).await? {
+                Claim::Acquired(grant) => fences.push((grant.fence.clone(), sent)),
+                Claim::Busy(record) => return Err(CaseError::Failed(format!("retrying a's claim of {k} after a reset found it busy: {record:?}"))),
+            }
+        }
+        for ((fence, _), answer) in fences.iter().zip(&claims) {
+            if let Ok(Claim::Acquired(first)) = answer {
+                ensure!(&first.fence == fence, "the claim cut by a reset granted {}, its retry {fence}", first.fence);
+            }
+        }
+        // A batch renewal cut the same way.
+        net.proxy.set(Fault::DelayReplies(call_timeout(net.ttl) * 2));
+        let renewals: Vec<_> = fences.iter().map(|(fence, _)| (fence.clone(), net.ttl)).collect();
+        let batch = net.a.renew_many(&renewals);
+        let reset = async {
+            tokio::time::sleep(call_timeout(net.ttl) / 4).await;
+            net.proxy.heal();
+        };
+        let (answers, ()) = tokio::join!(batch, reset);
+        ensure!(answers.len() == KEYS, "renew_many of {KEYS} fences gave {} answers", answers.len());
+        for ((fence, claimed), answer) in fences.iter().zip(&answers) {
+            match answer {
+                Ok(grant) => ensure!(&grant.fence == fence, "renewing {fence} gave {}", grant.fence),
+                Err(e) if e.is_lost() => return Err(s.broken_unless_late(&format!("a batch renewal cut by a reset said {fence} is lost: {e}"), Instant::now(), *claimed + net.ttl)),
+                Err(e) => ensure!(e.is_indeterminate(), "renewing {fence} in a batch cut by a reset gave \"{e}\", which says its outcome is known"),
+            }
+        }
+        let transient = |a: &Result<Grant, LeaseError>| matches!(a, Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. }));
+        let until = Instant::now() + net.ttl;
+        let mut again = net.a.renew_many(&renewals).await;
+        while again.iter().any(transient) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            again = net.a.renew_many(&renewals).await;
+        }
+        for ((fence, claimed), answer) in fences.iter().zip(again) {
+            if let Err(e) = answer {
+                return Err(s.broken_unless_late(&format!("renewing {fence} after the reset gave {e}"), Instant::now(), *claimed + net.ttl));
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition longer than the TTL hands the key to a rival waiting on the other client: the holder's lease is lost by its deadline, the rival is granted the key after that deadline and by `last write + TTL + slack`, and the old fence is refused once the partition heals.
+    #[needs(Network)]
+    #[rule(BoundedByTheServer, DeadlinesNeverOverlap, HelpersKeepTheRules)]
+    async fn a_partition_longer_than_the_ttl_hands_the_key_to_a_waiting_rival(s) {
+        let net = network(s).await?;
+        let k = key("faults/partition");
+        lose_the_path_and_hand_over(s, &net, &k, Fault::Partition).await
+    }
+
+    /// A frozen server (nothing in, nothing out, everything applied late when it resumes) ends the holder's lease by its deadline, hands the key to a rival by `last write + TTL + slack`, and the renewals it applies late revive nothing and take nothing from the rival.
+    #[needs(Network)]
+    #[rule(BoundedByTheServer, LateRequestsAreHarmless, HelpersKeepTheRules)]
+    async fn a_frozen_server_ends_the_lease_and_applies_late_renewals_harmlessly(s) {
+        let net = network(s).await?;
+        let k = key("faults/freeze");
+        lose_the_path_and_hand_over(s, &net, &k, Fault::Freeze).await
+    }
+}
+
+/// A leaser on the store under faults holds `k`; the path to the server
+/// is lost to `fault` for longer than the TTL; a rival waiting on the
+/// direct client takes over; then the path comes back.
+async fn lose_the_path_and_hand_over(
+    s: &Subject,
+    net: &Net,
+    k: &LeaseKey,
+    fault: Fault,
+) -> Result<(), CaseError> {
+    let a = holder("a", "1");
+    let leaser = Leaser::new(net.a.clone(), a.clone(), net.ttl);
+    let lease = match leaser.try_acquire(k).await? {
+        Acquire::Held(lease) => lease,
+        Acquire::Busy(record) => {
+            return Err(CaseError::Failed(format!(
+                "{k} is busy for a first claim: {record:?}"
+            )));
+        }
+    };
+    let old = lease.fence().clone();
+    let resource = FencedResource::new("faults/resource", Vec::<&str>::new());
+    ensure!(
+        resource.write(&old, |log| log.push("a")).is_ok(),
+        "the holder's first write was refused"
+    );
+    // Let the keeper renew once or twice first.
+    tokio::time::sleep(net.ttl * 3 / 4).await;
+    let rival = tokio::spawn({
+        let (store, k) = (s.store.clone(), k.clone());
+        let wait = net.ttl * 10;
+        async move {
+            let woke = store.wait_free(&k, wait).await;
+            (woke, Instant::now())
+        }
+    });
+    let cut = Instant::now();
+    net.proxy.set(fault);
+    // The holder learns of the loss by its deadline.
+    lease.lost().cancelled().await;
+    let lost_at = Instant::now();
+    let told = lease.deadline();
+    s.within(
+        &format!(
+            "the lost signal after the path was cut at {} (the lease's deadline was {})",
+            s.at(cut),
+            s.at(told)
+        ),
+        told.min(lost_at),
+        lost_at,
+        Duration::from_millis(50),
+    )?;
+    // The rival, woken when the grant ends, takes the key.
+    let (woke, woke_at) = rival
+        .await
+        .map_err(|e| CaseError::Failed(format!("the rival's waiter panicked: {e}")))?;
+    ensure!(
+        woke?,
+        "the rival's wait for {k} timed out after {} though nothing renewed the grant",
+        s.at(woke_at)
+    );
+    let next = net.handover(s, k, net.ttl, told, cut).await?;
+    ensure!(
+        resource.write(&next.fence, |log| log.push("rival")).is_ok(),
+        "the rival's write with {} was refused",
+        next.fence
+    );
+    ensure!(
+        resource.write(&old, |log| log.push("a, late")).is_err(),
+        "the old holder's write with {old} was accepted after the rival's"
+    );
+    // The path comes back: a frozen server applies what it held, late.
+    net.proxy.set(Fault::None);
+    tokio::time::sleep(call_timeout(net.ttl)).await;
+    net.proxy.heal();
+    net.old_fence_refused(s, &old, &next).await?;
+    let record = s.store.inspect(k).await?;
+    ensure!(
+        record.as_ref().is_some_and(|r| r.fence() == next.fence),
+        "after the path came back, {k} is {record:?}, not the rival's {}",
+        next.fence
+    );
+    drop(lease);
+    Ok(())
+}

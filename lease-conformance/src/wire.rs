@@ -1,0 +1,552 @@
+//! Any in-process store served over loopback TCP, so the fault cases can
+//! put a [`FaultProxy`](crate::faults::FaultProxy) between its callers
+//! and it: what the in-memory store (and a test double built on a store)
+//! offers for [`Hook::Network`](crate::Hook::Network).
+//!
+//! The bytes on the wire are request ids, one per line; the call itself
+//! (its arguments, its result) stays in this process, in a table keyed by
+//! id. What matters is preserved: a call takes effect exactly when its
+//! request reaches the server — late, if the network holds it; never, if
+//! the network throws it away — and its caller learns the outcome only
+//! when the reply gets back. The client keeps one connection, opened on
+//! first use and again after a reset; a call that gets no reply within
+//! its timeout, or whose connection breaks, ends with an error whose
+//! outcome is unknown. Grants are dated from the client's send instant,
+//! as [`Rule::DeadlinesNeverOverlap`](lease_core::Rule::DeadlinesNeverOverlap)
+//! asks of every store.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use lease_core::{
+    BoxError, Capabilities, Claim, Cursor, DynLeaseStore, Fence, Grant, Holder, LeaseError,
+    LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+type Answer = Box<dyn Any + Send>;
+/// Calls waiting for their reply: id → (connection generation, waker).
+type Waiting = HashMap<u64, (u64, oneshot::Sender<()>)>;
+type Job = Box<dyn FnOnce(DynLeaseStore) -> BoxFuture<'static, Answer> + Send>;
+
+/// Calls sent and not yet run, and answers not yet taken, by id: shared by
+/// every client and server of the process.
+static JOBS: LazyLock<Mutex<HashMap<u64, Job>>> = LazyLock::new(Mutex::default);
+static ANSWERS: LazyLock<Mutex<HashMap<u64, Answer>>> = LazyLock::new(Mutex::default);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A store served on a 127.0.0.1 port; stops on drop.
+pub struct WireServer {
+    address: String,
+    capabilities: Capabilities,
+    stop: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WireServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireServer")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireServer {
+    /// Serves `store` on a free 127.0.0.1 port.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub async fn start(store: DynLeaseStore) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let capabilities = store.capabilities();
+        let stop = watch::Sender::new(false);
+        let accept = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve(stream, store.clone(), stop.subscribe()));
+                }
+            }
+        });
+        Ok(Self {
+            address,
+            capabilities,
+            stop,
+            accept,
+        })
+    }
+
+    /// Where it listens: `127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A client of this server's store at `address` (this server, or a
+    /// proxy in front of it), giving up on a call after `call_timeout`.
+    pub fn client(&self, address: &str, call_timeout: Duration) -> WireStore {
+        WireStore::new(address, self.capabilities.clone(), call_timeout)
+    }
+}
+
+impl Drop for WireServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.stop.send_replace(true);
+    }
+}
+
+/// One connection: each request line runs its call, on its own task, and
+/// its id goes back when the call is done.
+async fn serve(stream: TcpStream, store: DynLeaseStore, mut stop: watch::Receiver<bool>) {
+    let (read, write) = stream.into_split();
+    let write = Arc::new(tokio::sync::Mutex::new(write));
+    let mut lines = BufReader::new(read).lines();
+    loop {
+        let line = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            line = lines.next_line() => line,
+        };
+        let Ok(Some(line)) = line else { return };
+        let Ok(id) = line.trim().parse::<u64>() else {
+            return;
+        };
+        let Some(job) = JOBS.lock().unwrap().remove(&id) else {
+            continue;
+        };
+        let (store, write) = (store.clone(), write.clone());
+        tokio::spawn(async move {
+            let answer = job(store).await;
+            ANSWERS.lock().unwrap().insert(id, answer);
+            let _ = write
+                .lock()
+                .await
+                .write_all(format!("{id}\n").as_bytes())
+                .await;
+        });
+    }
+}
+
+/// The client side: a [`LeaseStore`] whose every call crosses the wire.
+pub struct WireStore {
+    address: String,
+    capabilities: Capabilities,
+    call_timeout: Duration,
+    connection: Arc<tokio::sync::Mutex<Option<Connection>>>,
+    /// Calls waiting for their reply: id → (connection, waker).
+    waiting: Arc<Mutex<Waiting>>,
+    generation: AtomicU64,
+}
+
+struct Connection {
+    generation: u64,
+    write: OwnedWriteHalf,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl std::fmt::Debug for WireStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireStore")
+            .field("address", &self.address)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireStore {
+    /// A client of the store served at `address`, with that store's
+    /// capabilities, giving up on a call after `call_timeout`.
+    pub fn new(address: &str, capabilities: Capabilities, call_timeout: Duration) -> Self {
+        Self {
+            address: address.to_owned(),
+            capabilities,
+            call_timeout,
+            connection: Arc::default(),
+            waiting: Arc::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `job` on the server's store, within `limit`.
+    async fn call<T: Send + 'static>(
+        &self,
+        op: Op,
+        key: &LeaseKey,
+        limit: Duration,
+        job: impl FnOnce(DynLeaseStore) -> BoxFuture<'static, T> + Send + 'static,
+    ) -> Result<T, LeaseError> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let job: Job =
+            Box::new(move |store| Box::pin(async move { Box::new(job(store).await) as Answer }));
+        JOBS.lock().unwrap().insert(id, job);
+        let broken = |why: BoxError| LeaseError::Backend {
+            backend: self.capabilities.backend,
+            op,
+            key: key.clone(),
+            indeterminate: true,
+            source: why,
+        };
+        let exchange = async {
+            let replied = self.send(id).await.map_err(|e| broken(e.into()))?;
+            replied
+                .await
+                .map_err(|_| broken("the connection was lost before the reply".into()))?;
+            let answer = ANSWERS.lock().unwrap().remove(&id);
+            answer
+                .and_then(|answer| answer.downcast::<T>().ok())
+                .map(|answer| *answer)
+                .ok_or_else(|| broken("the reply named no answer".into()))
+        };
+        let outcome = tokio::time::timeout(limit, exchange).await;
+        self.waiting.lock().unwrap().remove(&id);
+        outcome.unwrap_or(Err(LeaseError::Timeout {
+            op,
+            key: key.clone(),
+            after: limit,
+        }))
+    }
+
+    /// Sends request `id`, connecting first if needed; the receiver fires
+    /// when its reply arrives and fails if the connection breaks first.
+    async fn send(&self, id: u64) -> std::io::Result<oneshot::Receiver<()>> {
+        let mut slot = self.connection.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.connect().await?);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        let (wake, replied) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap()
+            .insert(id, (connection.generation, wake));
+        if let Err(e) = connection
+            .write
+            .write_all(format!("{id}\n").as_bytes())
+            .await
+        {
+            *slot = None;
+            return Err(e);
+        }
+        Ok(replied)
+    }
+
+    async fn connect(&self) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(&self.address).await?;
+        let _ = stream.set_nodelay(true);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (read, write) = stream.into_split();
+        let waiting = self.waiting.clone();
+        let slot = Arc::downgrade(&self.connection);
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(id) = line.trim().parse::<u64>() else {
+                    break;
+                };
+                if let Some((_, wake)) = waiting.lock().unwrap().remove(&id) {
+                    let _ = wake.send(());
+                } else {
+                    // Its caller gave up: nobody takes the answer.
+                    ANSWERS.lock().unwrap().remove(&id);
+                }
+            }
+            // Broken: the calls still waiting on it fail, the next call
+            // reconnects.
+            waiting
+                .lock()
+                .unwrap()
+                .retain(|_, (on, _)| *on != generation);
+            if let Some(slot) = slot.upgrade() {
+                let mut slot = slot.lock().await;
+                if slot.as_ref().is_some_and(|c| c.generation == generation) {
+                    // Dropping it would abort this very task: take it out
+                    // and forget the handle instead.
+                    if let Some(mut connection) = slot.take() {
+                        connection.reader = tokio::spawn(async {});
+                    }
+                }
+            }
+        });
+        Ok(Connection {
+            generation,
+            write,
+            reader,
+        })
+    }
+
+    /// A grant dated from the client's send instant, as every store's is.
+    fn dated(grant: Grant, sent: Instant) -> Grant {
+        Grant::new(grant.fence, grant.ttl, sent, grant.fresh)
+    }
+
+    fn dated_claim(claim: Claim, sent: Instant) -> Claim {
+        match claim {
+            Claim::Acquired(grant) => Claim::Acquired(Self::dated(grant, sent)),
+            busy => busy,
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for WireStore {
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities.clone()
+    }
+
+    async fn claim(
+        &self,
+        key: &LeaseKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        let sent = Instant::now();
+        let (k, h) = (key.clone(), holder.clone());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.claim(&k, &h, ttl).await })
+        };
+        let claim = self.call(Op::Claim, key, self.call_timeout, job).await??;
+        Ok(Self::dated_claim(claim, sent))
+    }
+
+    async fn reclaim(
+        &self,
+        observed: &Fence,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Claim, LeaseError> {
+        let sent = Instant::now();
+        let (o, h) = (observed.clone(), holder.clone());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.reclaim(&o, &h, ttl).await })
+        };
+        let claim = self
+            .call(Op::Reclaim, &observed.key, self.call_timeout, job)
+            .await??;
+        Ok(Self::dated_claim(claim, sent))
+    }
+
+    async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        let sent = Instant::now();
+        let f = fence.clone();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.renew(&f, ttl).await })
+        };
+        let grant = self
+            .call(Op::Renew, &fence.key, self.call_timeout, job)
+            .await??;
+        Ok(Self::dated(grant, sent))
+    }
+
+    async fn renew_many(&self, renewals: &[(Fence, Duration)]) -> Vec<Result<Grant, LeaseError>> {
+        let Some((first, _)) = renewals.first() else {
+            return Vec::new();
+        };
+        let sent = Instant::now();
+        let batch = renewals.to_vec();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.renew_many(&batch).await })
+        };
+        match self
+            .call(Op::Renew, &first.key, self.call_timeout, job)
+            .await
+        {
+            Ok(answers) => answers
+                .into_iter()
+                .map(|answer| answer.map(|grant| Self::dated(grant, sent)))
+                .collect(),
+            Err(error) => renewals
+                .iter()
+                .map(|(fence, _)| Err(self.same_error(&error, &fence.key)))
+                .collect(),
+        }
+    }
+
+    async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        let f = fence.clone();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.release(&f).await })
+        };
+        self.call(Op::Release, &fence.key, self.call_timeout, job)
+            .await?
+    }
+
+    async fn inspect(&self, key: &LeaseKey) -> Result<Option<LeaseRecord>, LeaseError> {
+        let k = key.clone();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.inspect(&k).await })
+        };
+        self.call(Op::Inspect, key, self.call_timeout, job).await?
+    }
+
+    async fn put_marker(&self, key: &LeaseKey, value: &str) -> Result<(), LeaseError> {
+        let (k, v) = (key.clone(), value.to_owned());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.put_marker(&k, &v).await })
+        };
+        self.call(Op::PutMarker, key, self.call_timeout, job)
+            .await?
+    }
+
+    async fn delete_marker(&self, key: &LeaseKey, value: &str) -> Result<bool, LeaseError> {
+        let (k, v) = (key.clone(), value.to_owned());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.delete_marker(&k, &v).await })
+        };
+        self.call(Op::DeleteMarker, key, self.call_timeout, job)
+            .await?
+    }
+
+    async fn get_marker(&self, key: &LeaseKey) -> Result<Option<String>, LeaseError> {
+        let k = key.clone();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.get_marker(&k).await })
+        };
+        self.call(Op::GetMarker, key, self.call_timeout, job)
+            .await?
+    }
+
+    async fn guarded_write(
+        &self,
+        fence: &Fence,
+        target: &LeaseKey,
+        value: &[u8],
+    ) -> Result<(), LeaseError> {
+        let (f, t, v) = (fence.clone(), target.clone(), value.to_vec());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.guarded_write(&f, &t, &v).await })
+        };
+        self.call(Op::GuardedWrite, target, self.call_timeout, job)
+            .await?
+    }
+
+    async fn read_guarded(&self, target: &LeaseKey) -> Result<Option<Vec<u8>>, LeaseError> {
+        let t = target.clone();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.read_guarded(&t).await })
+        };
+        self.call(Op::ReadGuarded, target, self.call_timeout, job)
+            .await?
+    }
+
+    async fn wait_free(&self, key: &LeaseKey, timeout: Duration) -> Result<bool, LeaseError> {
+        let k = key.clone();
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.wait_free(&k, timeout).await })
+        };
+        self.call(Op::Wait, key, timeout + self.call_timeout, job)
+            .await?
+    }
+
+    async fn list(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Listed>, LeaseError> {
+        let (p, f) = (prefix.clone(), from.cloned());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.list(&p, f.as_ref(), limit).await })
+        };
+        self.call(Op::List, prefix, self.call_timeout, job).await?
+    }
+
+    async fn list_markers(
+        &self,
+        prefix: &LeaseKey,
+        from: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<(LeaseKey, String)>, LeaseError> {
+        let (p, f) = (prefix.clone(), from.cloned());
+        let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
+            Box::pin(async move { s.list_markers(&p, f.as_ref(), limit).await })
+        };
+        self.call(Op::ListMarkers, prefix, self.call_timeout, job)
+            .await?
+    }
+}
+
+/// An in-process store offered for [`Hook::Network`](crate::Hook::Network):
+/// served on loopback when a fault case first asks where, reached through
+/// whatever address the case gives. A factory's hooks hold one and
+/// forward [`Hooks::server_address`](crate::Hooks::server_address) and
+/// [`Hooks::store_through`](crate::Hooks::store_through) to it.
+pub struct Wire {
+    store: DynLeaseStore,
+    server: tokio::sync::OnceCell<WireServer>,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire")
+            .field("server", &self.server.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wire {
+    /// `store`, to be served when asked.
+    pub fn new(store: DynLeaseStore) -> Self {
+        Self {
+            store,
+            server: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Where the store is served, starting the server on first use.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub async fn server_address(&self) -> Result<String, BoxError> {
+        let server = self
+            .server
+            .get_or_try_init(|| WireServer::start(self.store.clone()))
+            .await?;
+        Ok(server.address().to_owned())
+    }
+
+    /// A client reaching the store at `address`.
+    pub fn store_through(&self, address: &str, call_timeout: Duration) -> DynLeaseStore {
+        Arc::new(WireStore::new(
+            address,
+            self.store.capabilities(),
+            call_timeout,
+        ))
+    }
+}
+
+impl WireStore {
+    /// The error a whole batch's call ended in, for one of its keys.
+    fn same_error(&self, error: &LeaseError, key: &LeaseKey) -> LeaseError {
+        match error {
+            LeaseError::Timeout { op, after, .. } => LeaseError::Timeout {
+                op: *op,
+                key: key.clone(),
+                after: *after,
+            },
+            other => LeaseError::Backend {
+                backend: self.capabilities.backend,
+                op: Op::Renew,
+                key: key.clone(),
+                indeterminate: true,
+                source: other.to_string().into(),
+            },
+        }
+    }
+}
