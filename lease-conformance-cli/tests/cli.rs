@@ -78,6 +78,32 @@ fn not_run_cases_are_shown_as_such() {
 }
 
 #[test]
+fn fault_cases_run_by_default_and_no_faults_skips_them_loudly() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["memory", "--filter", "reply_is_lost"];
+        args.extend_from_slice(extra);
+        let output = cli().args(&args).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (stdout, _) = run(&[]);
+    assert!(
+        stdout.contains("2 passed, 0 failed, 0 inconclusive, 0 not run"),
+        "{stdout}"
+    );
+    let (stdout, stderr) = run(&["--no-faults"]);
+    assert!(
+        stdout.contains("0 passed, 0 failed, 0 inconclusive, 2 not run")
+            && stdout.contains("skipped by --no-faults")
+            && stderr.contains("the fault cases are NOT RUN"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
 fn an_unknown_target_is_a_clear_error() {
     let output = cli().arg("mongodb://localhost").output().unwrap();
     assert_eq!(output.status.code(), Some(2));

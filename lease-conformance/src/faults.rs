@@ -306,151 +306,159 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (commands, mut command) = mpsc::unbounded_channel();
     shared.connections.lock().unwrap().insert(id, commands);
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let mut pipe = Pipe {
-        shared: shared.clone(),
-        client_read,
-        client_write,
-        server_read,
-        server_write,
-        held_requests: Vec::new(),
-        held_replies: Vec::new(),
-        queue: std::collections::VecDeque::new(),
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let held = Mutex::new(Vec::new());
+    // Three loops at once, each on its own halves: requests, replies read,
+    // replies written when due (a queue keeps delayed ones in order).
+    let (queue, mut queued) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let requests = requests(
+        &shared,
+        &held,
+        &mut client_read,
+        &mut server_write,
+        fault.clone(),
+    );
+    let replies = replies(&shared, &mut server_read, queue, fault.clone());
+    let writes = async {
+        while let Some((due, bytes)) = queued.recv().await {
+            tokio::time::sleep_until(due).await;
+            if client_write.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
     };
-    let cut = pipe.run(&mut fault, &mut resets, &mut command).await;
+    let cut = tokio::select! {
+        () = requests => None,
+        () = replies => None,
+        () = writes => None,
+        _ = resets.changed() => None,
+        Some(Command::Cut(give)) = command.recv() => Some(give),
+    };
     shared.connections.lock().unwrap().remove(&id);
     if let Some(give) = cut {
         // The client's halves are dropped here (a reset); the server's go
         // with the requests held.
         let _ = give.send(Late {
-            held: pipe.held_requests,
-            server_read: pipe.server_read,
-            server_write: pipe.server_write,
+            held: held.into_inner().unwrap_or_default(),
+            server_read,
+            server_write,
         });
     }
 }
 
-struct Pipe {
-    shared: Arc<Shared>,
-    client_read: OwnedReadHalf,
-    client_write: OwnedWriteHalf,
-    server_read: OwnedReadHalf,
-    server_write: OwnedWriteHalf,
-    held_requests: Vec<u8>,
-    held_replies: Vec<u8>,
-    /// Replies to forward, each when due, in order.
-    queue: std::collections::VecDeque<(Instant, Vec<u8>)>,
-}
-
-impl Pipe {
-    /// Pumps bytes until the connection ends; a cut ends it with the
-    /// sender the late requests go to.
-    async fn run(
-        &mut self,
-        fault: &mut watch::Receiver<Fault>,
-        resets: &mut watch::Receiver<u64>,
-        command: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Option<oneshot::Sender<Late>> {
-        let mut from_client = vec![0; 64 * 1024];
-        let mut from_server = vec![0; 64 * 1024];
-        let mut client_open = true;
-        loop {
-            let now = *fault.borrow_and_update();
-            if !now.holds_requests() && !self.held_requests.is_empty() {
-                let held = std::mem::take(&mut self.held_requests);
-                if !self.forward(&held, now).await {
-                    return None;
+/// Client to server: forwarded, held or thrown away as the fault says;
+/// what was held goes on when the fault stops holding it, even after the
+/// client went away.
+async fn requests(
+    shared: &Shared,
+    held: &Mutex<Vec<u8>>,
+    client_read: &mut OwnedReadHalf,
+    server_write: &mut OwnedWriteHalf,
+    mut fault: watch::Receiver<Fault>,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut client_open = true;
+    loop {
+        let now = *fault.borrow_and_update();
+        if !now.holds_requests() {
+            let waiting = std::mem::take(&mut *held.lock().unwrap());
+            if !waiting.is_empty() {
+                if !forward(shared, server_write, &waiting, now).await {
+                    return;
                 }
                 if !client_open {
-                    let _ = self.server_write.shutdown().await;
-                }
-            }
-            if now != Fault::Freeze && !self.held_replies.is_empty() {
-                let held = std::mem::take(&mut self.held_replies);
-                self.queue.push_back((Instant::now(), held));
-            }
-            let due = self.queue.front().map(|(due, _)| *due);
-            tokio::select! {
-                _ = resets.changed() => return None,
-                changed = fault.changed() => if changed.is_err() { return None },
-                Some(Command::Cut(give)) = command.recv() => return Some(give),
-                read = self.client_read.read(&mut from_client), if client_open => match read {
-                    Ok(0) | Err(_) => {
-                        // The client went away: what it sent still goes
-                        // on, what was held when the fault ends.
-                        client_open = false;
-                        if self.held_requests.is_empty() {
-                            let _ = self.server_write.shutdown().await;
-                        }
-                    }
-                    Ok(n) => {
-                        let now = *fault.borrow();
-                        if now.holds_requests() {
-                            self.held_requests.extend_from_slice(&from_client[..n]);
-                        } else if !self.forward(&from_client[..n], now).await {
-                            return None;
-                        }
-                    }
-                },
-                read = self.server_read.read(&mut from_server) => match read {
-                    Ok(0) | Err(_) => {
-                        self.flush_queue().await;
-                        return None;
-                    }
-                    Ok(n) => match *fault.borrow() {
-                        Fault::LoseReplies | Fault::Partition => {}
-                        Fault::LoseRepliesAfter(passed)
-                            if self.shared.requests_since_set.load(Ordering::Relaxed)
-                                > u64::from(passed) => {}
-                        Fault::Freeze => self.held_replies.extend_from_slice(&from_server[..n]),
-                        Fault::DelayReplies(by) => {
-                            self.queue.push_back((Instant::now() + by, from_server[..n].to_vec()));
-                        }
-                        Fault::None | Fault::HoldRequests | Fault::LoseRepliesAfter(_) => {
-                            self.queue.push_back((Instant::now(), from_server[..n].to_vec()));
-                        }
-                    },
-                },
-                () = sleep_until(due) => {
-                    if let Some((_, bytes)) = self.queue.pop_front()
-                        && self.client_write.write_all(&bytes).await.is_err()
-                    {
-                        return None;
-                    }
+                    let _ = server_write.shutdown().await;
                 }
             }
         }
-    }
-
-    /// Forwards request bytes (thrown away during a partition).
-    async fn forward(&mut self, bytes: &[u8], fault: Fault) -> bool {
-        if fault == Fault::Partition {
-            return true;
-        }
-        self.shared
-            .forwarded
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.shared
-            .requests_since_set
-            .fetch_add(1, Ordering::Relaxed);
-        self.server_write.write_all(bytes).await.is_ok()
-    }
-
-    /// Replies already due go out before the connection ends.
-    async fn flush_queue(&mut self) {
-        let now = Instant::now();
-        while let Some((due, bytes)) = self.queue.pop_front() {
-            if due > now || self.client_write.write_all(&bytes).await.is_err() {
-                break;
-            }
+        tokio::select! {
+            changed = fault.changed() => if changed.is_err() { return },
+            read = client_read.read(&mut buffer), if client_open => match read {
+                Ok(0) | Err(_) => {
+                    client_open = false;
+                    if held.lock().unwrap().is_empty() {
+                        let _ = server_write.shutdown().await;
+                    }
+                }
+                Ok(n) => {
+                    let now = *fault.borrow();
+                    if now.holds_requests() {
+                        held.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    } else if !forward(shared, server_write, &buffer[..n], now).await {
+                        return;
+                    }
+                }
+            },
         }
     }
 }
 
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
+/// Forwards request bytes (thrown away during a partition).
+async fn forward(
+    shared: &Shared,
+    server_write: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    fault: Fault,
+) -> bool {
+    if fault == Fault::Partition {
+        return true;
     }
+    shared
+        .forwarded
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    shared.requests_since_set.fetch_add(1, Ordering::Relaxed);
+    server_write.write_all(bytes).await.is_ok()
+}
+
+/// Server to client: queued to be written now or later, held, or thrown
+/// away as the fault says. Ends when the queue is drained after the
+/// server closed.
+async fn replies(
+    shared: &Shared,
+    server_read: &mut OwnedReadHalf,
+    queue: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+    mut fault: watch::Receiver<Fault>,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut frozen = Vec::new();
+    loop {
+        tokio::select! {
+            changed = fault.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if *fault.borrow_and_update() != Fault::Freeze && !frozen.is_empty() {
+                    let _ = queue.send((Instant::now(), std::mem::take(&mut frozen)));
+                }
+            }
+            read = server_read.read(&mut buffer) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let due = match *fault.borrow() {
+                    Fault::LoseReplies | Fault::Partition => continue,
+                    Fault::LoseRepliesAfter(passed)
+                        if shared.requests_since_set.load(Ordering::Relaxed) > u64::from(passed) =>
+                    {
+                        continue;
+                    }
+                    Fault::Freeze => {
+                        frozen.extend_from_slice(&buffer[..n]);
+                        continue;
+                    }
+                    Fault::DelayReplies(by) => Instant::now() + by,
+                    Fault::None | Fault::HoldRequests | Fault::LoseRepliesAfter(_) => Instant::now(),
+                };
+                if queue.send((due, buffer[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // The server closed: the writer drains the queue, then the
+    // connection ends.
+    drop(queue);
+    std::future::pending::<()>().await;
 }

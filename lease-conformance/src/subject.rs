@@ -169,6 +169,61 @@ fn not_implemented(hook: Hook) -> BoxError {
     format!("the hook {hook} is not implemented, though a case needing it ran").into()
 }
 
+/// Another factory's hooks but one ([`Subject::withholding`]).
+struct Withheld {
+    inner: Arc<dyn Hooks>,
+    offered: Vec<Hook>,
+    hook: Hook,
+    why: String,
+}
+
+#[async_trait]
+impl Hooks for Withheld {
+    fn offered(&self) -> &[Hook] {
+        &self.offered
+    }
+
+    fn why_not(&self, hook: Hook) -> Option<String> {
+        if hook == self.hook {
+            Some(self.why.clone())
+        } else {
+            self.inner.why_not(hook)
+        }
+    }
+
+    async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
+        self.inner.plant_corrupt_record(key).await
+    }
+
+    async fn restart_server(&self) -> Result<(), BoxError> {
+        self.inner.restart_server().await
+    }
+
+    async fn second_client(&self) -> Result<DynLeaseStore, BoxError> {
+        self.inner.second_client().await
+    }
+
+    async fn stored_records(&self) -> Result<usize, BoxError> {
+        self.inner.stored_records().await
+    }
+
+    async fn server_address(&self) -> Result<String, BoxError> {
+        self.inner.server_address().await
+    }
+
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: Duration,
+    ) -> Result<DynLeaseStore, BoxError> {
+        self.inner.store_through(address, call_timeout).await
+    }
+
+    async fn finish(&self) {
+        self.inner.finish().await;
+    }
+}
+
 /// Hooks for a backend that offers none.
 #[derive(Debug, Default)]
 pub struct NoHooks;
@@ -252,6 +307,25 @@ impl Subject {
     /// Offers `hooks`.
     pub fn with_hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
         self.hooks = hooks;
+        self
+    }
+
+    /// Withholds `hook`: cases needing it are reported not run, `why`
+    /// given as the reason (a command line's `--no-faults`, say).
+    pub fn withholding(mut self, hook: Hook, why: impl Into<String>) -> Self {
+        let offered = self
+            .hooks
+            .offered()
+            .iter()
+            .copied()
+            .filter(|offered| *offered != hook)
+            .collect();
+        self.hooks = Arc::new(Withheld {
+            inner: self.hooks,
+            offered,
+            hook,
+            why: why.into(),
+        });
         self
     }
 

@@ -32,7 +32,6 @@ mod factories;
 pub mod gauges;
 mod local;
 mod mode;
-mod proxy;
 mod redis;
 mod redis_cluster;
 mod redis_sentinel;
@@ -41,8 +40,8 @@ mod tls;
 
 pub use etcd::{EtcdCluster, EtcdOptions};
 pub use factories::{EtcdServerFactory, RedisServerFactory, SharedRedisFactory};
+pub use lease_conformance::faults::{Fault, FaultProxy};
 pub use mode::{Mode, mode, servers_required};
-pub use proxy::{FaultProxy, Replies};
 pub use redis::{RedisOptions, RedisServer};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;

@@ -15,7 +15,7 @@ use lease_core::{
     Acquire, Claim, DynLeaseStore, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseStore, Leaser,
 };
 use lease_etcd::{EtcdConfig, EtcdStore};
-use lease_tests::{EtcdCluster, FaultProxy, Replies, or_skip};
+use lease_tests::{EtcdCluster, Fault, FaultProxy, or_skip};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -153,7 +153,7 @@ async fn a_renewal_whose_reply_is_lost_ends_by_etcds_clock() {
     // let b in before `renewed + TTL`.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     rig.proxy
-        .set_replies(Replies::Delay(Duration::from_millis(400)));
+        .set(Fault::DelayReplies(Duration::from_millis(400)));
     let renewed = Instant::now();
     // The read comes back at 400 ms; the keep-alive reaches etcd and its
     // reply would come at 800 ms: the caller gives up at 600 ms.
@@ -161,7 +161,7 @@ async fn a_renewal_whose_reply_is_lost_ends_by_etcds_clock() {
         tokio::time::timeout(Duration::from_millis(600), rig.a.renew(&grant.fence, TTL)).await;
     assert!(outcome.is_err(), "the renewal was not cut off: {outcome:?}");
     let gave_up = Instant::now();
-    rig.proxy.set_replies(Replies::Lose);
+    rig.proxy.set(Fault::LoseReplies);
     let next = rig
         .next_holder(&k, renewed + TTL, gave_up + TTL + rig.slack + TOLERANCE)
         .await;
@@ -184,7 +184,7 @@ async fn a_claim_whose_reply_is_lost_ends_by_etcds_clock() {
         .unwrap();
     assert!(rig.a.release(&warm.fence).await.unwrap());
     let k = key("faults/claim");
-    rig.proxy.set_replies(Replies::Lose);
+    rig.proxy.set(Fault::LoseReplies);
     let sent = Instant::now();
     let claimed = rig.a.claim(&k, &holder("a"), TTL).await;
     let gave_up = Instant::now();
@@ -210,7 +210,7 @@ async fn a_lease_dropped_while_its_renewal_is_in_flight_ends_by_etcds_clock() {
         panic!("{k} is free")
     };
     rig.proxy
-        .set_replies(Replies::Delay(Duration::from_millis(400)));
+        .set(Fault::DelayReplies(Duration::from_millis(400)));
     // Wait for a renewal's keep-alive to be on its way, then drop the lease.
     let started = Instant::now();
     while rig.a.lease_counts().keep_alives_in_flight == 0 {
@@ -222,7 +222,7 @@ async fn a_lease_dropped_while_its_renewal_is_in_flight_ends_by_etcds_clock() {
     drop(lease);
     let dropped = Instant::now();
     drop(leaser);
-    rig.proxy.set_replies(Replies::Lose);
+    rig.proxy.set(Fault::LoseReplies);
     rig.next_holder(&k, deadline, dropped + TTL + rig.slack + TOLERANCE)
         .await;
     rig.old_fence_refused(&fence).await;
@@ -239,7 +239,7 @@ async fn an_acquire_cancelled_by_the_callers_timeout_ends_by_etcds_clock() {
     // The pool is empty: the lease grant comes back at 400 ms, the claim's
     // transaction is applied then, and its reply would come at 800 ms.
     rig.proxy
-        .set_replies(Replies::Delay(Duration::from_millis(400)));
+        .set(Fault::DelayReplies(Duration::from_millis(400)));
     let sent = Instant::now();
     let acquired = tokio::time::timeout(Duration::from_millis(600), leaser.acquire(&k, TTL)).await;
     assert!(
@@ -363,8 +363,8 @@ async fn ten_thousand_leases_outlive_replies_delayed_for_a_third_of_the_ttl() {
         10_000,
         ttl,
         ttl / 3,
-        || async { rig.proxy.set_replies(Replies::Delay(ttl / 3)) },
-        || async { rig.proxy.set_replies(Replies::Pass) },
+        || async { rig.proxy.set(Fault::DelayReplies(ttl / 3)) },
+        || async { rig.proxy.set(Fault::None) },
     )
     .await;
     sampler.abort();
