@@ -3,6 +3,9 @@
 //! etcd cluster, and prints a table (JUnit XML and JSON on request). Every
 //! target form of `lease-connect` runs as built by default.
 //!
+//! `lease-conformance check-history FILE` checks a saved history again
+//! (what a failed workload case wrote).
+//!
 //! Exit status: 0 when every case that ran passed; 1 when a case failed (the
 //! backend broke a rule); 3 when none failed but some stayed inconclusive
 //! (the runner was too starved to judge them, so they were not checked);
@@ -95,7 +98,50 @@ impl Factory for Tuned {
     }
 }
 
+/// `lease-conformance check-history FILE`: checks a history a fault or
+/// workload case saved (JSON) again. Exit 0 linearizable, 1 not, 2 when
+/// the file cannot be read.
+fn check_history(file: Option<&String>) -> std::process::ExitCode {
+    let Some(file) = file else {
+        eprintln!("usage: lease-conformance check-history FILE");
+        return std::process::ExitCode::from(2);
+    };
+    let history: lease_conformance::history::History = match std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(history) => history,
+        Err(why) => {
+            eprintln!("lease-conformance: cannot read the history {file}: {why}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match lease_conformance::history::check(&history) {
+        Ok(()) => {
+            println!(
+                "linearizable: {} calls over {} keys",
+                history.calls.len(),
+                history
+                    .calls
+                    .iter()
+                    .map(|c| c.key.as_str())
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(violation) => {
+            println!("{violation}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("check-history") {
+        return check_history(raw.get(2));
+    }
     let args = Args::parse();
     let mut cases = all_cases();
     if let Some(filter) = &args.filter {

@@ -104,6 +104,43 @@ fn fault_cases_run_by_default_and_no_faults_skips_them_loudly() {
 }
 
 #[test]
+fn check_history_judges_a_saved_history() {
+    let dir = std::env::temp_dir().join(format!("lease-cli-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let claim = |client: u32, at: u64, token: u64| {
+        format!(
+            r#"{{"client":{client},"key":"k","op":{{"op":"claim","holder":"c{client}#1","ttl_us":100000}},"invoked_us":{at},"replied_us":{},"outcome":{{"outcome":"acquired","token":{token},"fresh":true}}}}"#,
+            at + 1000
+        )
+    };
+    // Two holders granted 10 ms apart with a 100 ms TTL: not linearizable.
+    let overlapping = format!(
+        r#"{{"slack_us":5000,"calls":[{},{}]}}"#,
+        claim(1, 0, 1),
+        claim(2, 10_000, 2)
+    );
+    // The second grant after the first certainly ended: fine.
+    let sequential = format!(
+        r#"{{"slack_us":5000,"calls":[{},{}]}}"#,
+        claim(1, 0, 1),
+        claim(2, 200_000, 2)
+    );
+    let run = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        cli().arg("check-history").arg(&path).output().unwrap()
+    };
+    let bad = run("overlapping.json", &overlapping);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stdout).contains(">> client  2"));
+    let good = run("sequential.json", &sequential);
+    assert_eq!(good.status.code(), Some(0), "{good:?}");
+    let broken = run("broken.json", "{");
+    assert_eq!(broken.status.code(), Some(2), "{broken:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_unknown_target_is_a_clear_error() {
     let output = cli().arg("mongodb://localhost").output().unwrap();
     assert_eq!(output.status.code(), Some(2));

@@ -3,7 +3,9 @@
 //! The backend here is a store wrapped in a metrics layer that counts the
 //! calls it forwards — the kind of wrapper a team adds around its store and
 //! must not break. The factory gives every case a fresh store, offers the
-//! corrupt-record hook through the inner store, and the macro stamps one
+//! corrupt-record hook through the inner store and fault mode through
+//! `lease_conformance::wire` (the store served on loopback, so the fault
+//! cases can put their proxy in front of it), and the macro stamps one
 //! test per case: `cargo test -p lease-conformance --example custom_backend`
 //! (or `cargo run`, which takes the same arguments: `-- --list`, a filter).
 
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use lease_conformance::wire::Wire;
 use lease_conformance::{Factory, Hook, Hooks, Subject};
 use lease_core::{
     BoxError, Capabilities, Claim, Cursor, Fence, Grant, Holder, LeaseError, LeaseKey, LeaseRecord,
@@ -104,7 +107,11 @@ impl LeaseStore for Metered {
 }
 
 /// Plants corrupt records through the store under the metrics layer.
-struct MeteredHooks(Arc<Metered>);
+/// The hooks: raw access to the inner store, and the store served on
+/// loopback for the fault cases. A networked backend answers
+/// `server_address` with where its server listens and `store_through`
+/// with a client connecting to the given address instead.
+struct MeteredHooks(Arc<Metered>, Wire);
 
 #[async_trait]
 impl Hooks for MeteredHooks {
@@ -112,7 +119,26 @@ impl Hooks for MeteredHooks {
     /// a server restart: an in-process store has none) are reported not
     /// run, by name.
     fn offered(&self) -> &[Hook] {
-        &[Hook::CorruptRecord, Hook::SecondClient, Hook::StoredRecords]
+        &[
+            Hook::CorruptRecord,
+            Hook::SecondClient,
+            Hook::StoredRecords,
+            Hook::Network,
+        ]
+    }
+
+    /// Where the fault cases put their proxy in front of.
+    async fn server_address(&self) -> Result<String, BoxError> {
+        self.1.server_address().await
+    }
+
+    /// A client of the same namespace through `address` (the proxy).
+    async fn store_through(
+        &self,
+        address: &str,
+        call_timeout: Duration,
+    ) -> Result<lease_core::DynLeaseStore, BoxError> {
+        Ok(self.1.store_through(address, call_timeout))
     }
 
     async fn plant_corrupt_record(&self, key: &LeaseKey) -> Result<(), BoxError> {
@@ -140,7 +166,8 @@ struct MeteredFactory;
 impl Factory for MeteredFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
         let store = Arc::new(Metered::default());
-        Ok(Subject::new(store.clone()).with_hooks(Arc::new(MeteredHooks(store))))
+        let wire = Wire::new(store.clone());
+        Ok(Subject::new(store.clone()).with_hooks(Arc::new(MeteredHooks(store, wire))))
     }
 }
 

@@ -15,6 +15,14 @@
 //! - **A concurrent safety check** (`concurrent_holders_never_overlap`):
 //!   holders contend, write to fenced resources, pause past deadlines; their
 //!   ownership windows must never overlap and tokens must increase.
+//! - **Fault cases** ([`cases::faults`]): a [`faults::FaultProxy`] between
+//!   a store and its server loses replies the server applied, delivers a
+//!   held request late after the store reconnected, resets connections
+//!   mid-batch, partitions for longer than the TTL and freezes the server;
+//!   grants must still end by the server's clock and late requests must
+//!   change nothing they may not. A factory opts in with
+//!   [`Hook::Network`]; an in-process store is served on loopback by
+//!   [`wire::Wire`].
 //! - **Cross-client cases**: with a second client on the same namespace,
 //!   expiry, release (and the wait it wakes) and renewal made by one client
 //!   are seen by the other.
@@ -76,6 +84,7 @@ pub mod cases;
 mod check;
 pub mod faults;
 mod harness;
+pub mod history;
 mod lag;
 mod properties;
 mod runner;

@@ -211,9 +211,11 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// handed out on `key` before, when the key has no live grant: never
     /// claimed, released, expired, or holding a corrupt record (repaired by
     /// the takeover). When `holder` (same id *and* incarnation) already holds
-    /// the live grant, acquired again with the same token, a refreshed TTL
-    /// and `fresh == false`: a claim whose reply was lost can be retried.
-    /// Otherwise busy with the live record.
+    /// the live grant, acquired again with the same token and
+    /// `fresh == false`, live at least until `sent + ttl` and never less
+    /// long than before: a claim whose reply was lost can be retried, and
+    /// its original, landing late, ends nothing early. Otherwise busy with
+    /// the live record.
     ///
     /// Keeps [`Rule::ClaimFreeKey`], [`Rule::ClaimBusyKey`],
     /// [`Rule::ClaimOwnGrant`], [`Rule::TokensIncrease`] and

@@ -27,22 +27,22 @@ use crate::faults::{Fault, FaultProxy};
 use crate::{CaseError, Hook, Subject, Timing, ensure};
 
 /// A store through a fault proxy, beside the subject's direct one.
-struct Net {
-    proxy: FaultProxy,
+pub(crate) struct Net {
+    pub(crate) proxy: FaultProxy,
     /// The store under faults.
-    a: DynLeaseStore,
+    pub(crate) a: DynLeaseStore,
     /// The TTL the case grants.
-    ttl: Duration,
+    pub(crate) ttl: Duration,
     timing: Timing,
 }
 
 /// How long the store through the proxy waits for a reply: a quarter of
 /// the case's TTL, so a call given up on still leaves most of the grant.
-fn call_timeout(ttl: Duration) -> Duration {
+pub(crate) fn call_timeout(ttl: Duration) -> Duration {
     (ttl / 4).max(Duration::from_millis(100))
 }
 
-async fn network(s: &Subject) -> Result<Net, CaseError> {
+pub(crate) async fn network(s: &Subject) -> Result<Net, CaseError> {
     let timing = s.timing();
     let ttl = timing.steady_ttl;
     let server = s

@@ -77,6 +77,7 @@ pub mod faults;
 pub mod guarded;
 pub mod helpers;
 pub mod inspect;
+pub mod linearizable;
 pub mod list;
 pub mod markers;
 pub mod reclaim;
@@ -103,6 +104,7 @@ pub fn all() -> Vec<Case> {
         atomic::CASES,
         records::CASES,
         faults::CASES,
+        linearizable::CASES,
         crate::properties::CASES,
     ]
     .concat()
