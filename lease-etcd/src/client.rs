@@ -227,7 +227,8 @@ pub(crate) fn etcd_error(op: Op, key: &LeaseKey, error: etcd_client::Error) -> L
             // Unavailable, DeadlineExceeded, Cancelled, Unknown.
             matches!(status.code() as i32, 14 | 4 | 1 | 2)
         }
-        Error::TransportError(_) | Error::IoError(_) => true,
+        // A keep-alive stream that broke may have carried the renewal.
+        Error::TransportError(_) | Error::IoError(_) | Error::LeaseKeepAliveError(_) => true,
         _ => false,
     };
     LeaseError::backend(BACKEND, op, key, indeterminate, error)
@@ -239,5 +240,19 @@ pub(crate) fn fence_of(key: &LeaseKey, holder: &Holder, revision: i64) -> Fence 
         key: key.clone(),
         holder: holder.clone(),
         token: token_of(revision),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_keep_alive_stream_leaves_the_renewal_unknown() {
+        let key = LeaseKey::new("k").unwrap();
+        let broken = etcd_client::Error::LeaseKeepAliveError("h2 protocol error".into());
+        assert!(etcd_error(Op::Renew, &key, broken).is_indeterminate());
+        let refused = etcd_client::Error::InvalidArgs("bad".into());
+        assert!(!etcd_error(Op::Renew, &key, refused).is_indeterminate());
     }
 }
