@@ -68,22 +68,35 @@ pub(crate) async fn network(s: &Subject) -> Result<Net, CaseError> {
     })
 }
 
-/// Calls again while the answer is a connection error or a timeout (a
-/// store reconnecting after a reset), for up to `within`.
+/// Whether `answer` is a connection error or a timeout: the store has not
+/// reconnected yet, which says nothing about a rule.
+fn transient<T>(answer: &Result<T, LeaseError>) -> bool {
+    matches!(
+        answer,
+        Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. })
+    )
+}
+
+/// Calls again while the answer is transient (a store reconnecting after
+/// a reset), for up to `within`; a store still not answering then makes
+/// the try starved — a slow reconnect breaks no rule.
 async fn settled<T, F: Future<Output = Result<T, LeaseError>>>(
     within: Duration,
     mut call: impl FnMut() -> F,
-) -> Result<T, LeaseError> {
+) -> Result<Result<T, LeaseError>, CaseError> {
     let until = Instant::now() + within;
     loop {
-        match call().await {
-            Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. })
-                if Instant::now() < until =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return other,
+        let answer = call().await;
+        if !transient(&answer) {
+            return Ok(answer);
         }
+        if Instant::now() >= until {
+            let error = answer.err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(CaseError::Starved(format!(
+                "the store through the proxy did not answer within {within:?} after the faults ended (last: {error})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -131,7 +144,7 @@ impl Net {
     /// Waits until the store under faults answers again (after a reset it
     /// reconnects), asking about `k`.
     async fn ready(&self, k: &LeaseKey) -> Result<(), CaseError> {
-        settled(self.ttl * 2, || self.a.inspect(k)).await?;
+        settled(self.ttl * 2, || self.a.inspect(k)).await??;
         Ok(())
     }
 
@@ -223,14 +236,14 @@ impl Net {
             new.token(),
             old.token
         );
-        let renewed = settled(self.ttl, || self.a.renew(old, self.ttl)).await;
+        let renewed = settled(self.ttl, || self.a.renew(old, self.ttl)).await?;
         ensure!(
             matches!(renewed, Err(LeaseError::Lost { .. })),
             "renewing {old} after {} was granted gave {renewed:?}",
             new.fence
         );
         let target = key("faults/guarded-target");
-        let written = settled(self.ttl, || self.a.guarded_write(old, &target, b"late")).await;
+        let written = settled(self.ttl, || self.a.guarded_write(old, &target, b"late")).await?;
         ensure!(
             matches!(written, Err(LeaseError::Lost { .. })),
             "a guarded write with {old} after {} was granted gave {written:?}",
@@ -319,6 +332,7 @@ cases! {
         let net = network(s).await?;
         let k = key("faults/late-claim");
         let a = holder("a", "1");
+        net.ready(&k).await?;
         let first = acquire(&*net.a, &k, &a, net.ttl).await?;
         net.proxy.set(Fault::HoldRequests);
         let held = net.a.claim(&k, &a, net.ttl).await;
@@ -331,7 +345,7 @@ cases! {
         // told the grant lasts until `sent + 4 TTL`.
         let longer = net.ttl * 4;
         let sent = Instant::now();
-        let renewed = settled(net.ttl, || net.a.renew(&first.value.fence, longer)).await;
+        let renewed = settled(net.ttl, || net.a.renew(&first.value.fence, longer)).await?;
         let renewed = match renewed {
             Ok(grant) => grant,
             Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant after a reconnect gave {e}"), Instant::now(), first.sent + first.value.ttl)),
@@ -395,7 +409,7 @@ cases! {
         let mut fences = Vec::new();
         for k in &keys {
             let sent = Instant::now();
-            match settled(net.ttl, || net.a.claim(k, &a, net.ttl)).await? {
+            match settled(net.ttl, || net.a.claim(k, &a, net.ttl)).await?? {
                 Claim::Acquired(grant) => fences.push((grant.fence.clone(), sent)),
                 Claim::Busy(record) => return Err(CaseError::Failed(format!("retrying a's claim of {k} after a reset found it busy: {record:?}"))),
             }
@@ -422,10 +436,12 @@ cases! {
                 Err(e) => ensure!(e.is_indeterminate(), "renewing {fence} in a batch cut by a reset gave \"{e}\", which says its outcome is known"),
             }
         }
-        let transient = |a: &Result<Grant, LeaseError>| matches!(a, Err(LeaseError::Backend { .. } | LeaseError::Timeout { .. }));
         let until = Instant::now() + net.ttl;
         let mut again = net.a.renew_many(&renewals).await;
-        while again.iter().any(transient) && Instant::now() < until {
+        while again.iter().any(transient) {
+            if Instant::now() >= until {
+                return Err(CaseError::Starved(format!("the store through the proxy did not answer a batch renewal within {:?} after the reset", net.ttl)));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
             again = net.a.renew_many(&renewals).await;
         }
@@ -466,6 +482,7 @@ async fn lose_the_path_and_hand_over(
     fault: Fault,
 ) -> Result<(), CaseError> {
     let a = holder("a", "1");
+    net.ready(k).await?;
     let leaser = Leaser::new(net.a.clone(), a.clone(), net.ttl);
     let lease = match leaser.try_acquire(k).await? {
         Acquire::Held(lease) => lease,
