@@ -68,7 +68,8 @@ async fn client_loop(
     ttl: Duration,
     until: Instant,
 ) -> Result<(), CaseError> {
-    let me = holder(&format!("c{client}"), "1");
+    let mut life = 1;
+    let mut me = holder(&format!("c{client}"), "1");
     let keys: Vec<_> = (0..KEYS).map(|k| key(&format!("mixed/{k}"))).collect();
     let mut fences: Vec<Option<Fence>> = vec![None; KEYS];
     while Instant::now() < until {
@@ -93,6 +94,13 @@ async fn client_loop(
                 recorder.release(store, client, &fence).await?;
                 fences[k] = None;
             }
+            (75..79, _) => {
+                // The client crashes and restarts as a new holder: what it
+                // held is left to expire, and others may claim it after.
+                life += 1;
+                me = holder(&format!("c{client}"), &life.to_string());
+                fences.fill(None);
+            }
             _ => {
                 // A failed inspect (a cut connection) is left out.
                 let _ = recorder.inspect(store, client, &keys[k]).await;
@@ -105,7 +113,7 @@ async fn client_loop(
 }
 
 cases! {
-    /// Six clients claim, renew, release and inspect three keys at random for a few TTLs; every call is recorded and the whole history must be linearizable against the lease model, with each call taking effect between its invocation and its reply and each grant ending between `sent + ttl` and `replied + ttl + slack`.
+    /// Six clients claim, renew, release and inspect three keys at random for a few TTLs, now and then crashing and coming back as new holders that leave their grants to expire; every call is recorded and the whole history must be linearizable against the lease model, with each call taking effect between its invocation and its reply and each grant ending between `sent + ttl` and `replied + ttl + slack`.
     #[rule(DeadlinesNeverOverlap, TokensIncrease, ClaimOwnGrant, RenewRefusesAllElse, ReleaseOnlyTheCurrentGrant, InspectShowsTheLiveGrant)]
     async fn a_mixed_workload_is_linearizable(s) {
         let t = s.timing();
