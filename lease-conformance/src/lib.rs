@@ -85,7 +85,9 @@ mod check;
 pub mod faults;
 mod harness;
 pub mod history;
+mod hooks;
 mod lag;
+mod memory;
 mod properties;
 mod runner;
 mod subject;
@@ -93,13 +95,13 @@ pub mod wire;
 
 pub use cases::Case;
 pub use check::{CaseError, CaseResult, Timed, Timing, acquire, holder, key, timed_claim};
+pub use hooks::{Hook, Hooks, NoHooks};
+pub use memory::MemoryFactory;
 pub use runner::{
     CASE_LIMIT, CaseReport, Outcome, STARVED_TRIES, all_cases, backend_required, find_case,
     run_case, run_cases, stamped, test_main,
 };
-pub use subject::{
-    Factory, Hook, Hooks, MemoryFactory, NoHooks, Settings, Subject, Unavailable, fresh_namespace,
-};
+pub use subject::{Factory, Settings, Subject, Unavailable, fresh_namespace};
 
 /// The `main` of a conformance test target (`harness = false`): one test
 /// per case of the suite, for a factory expression. Each failure is

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::list::page_of;
 use crate::{
     Capabilities, Claim, Clock, Cursor, Fence, FencingToken, Grant, Holder, LeaseError, LeaseKey,
     LeaseRecord, LeaseStore, Listed, Looked, MonotonicClock, Page, Wakeup,
@@ -228,34 +229,6 @@ impl MemoryStore {
             Some(current) => Claim::Busy(current),
         }
     }
-}
-
-/// Up to `limit` entries (at least one) that `entry` makes of the keys
-/// under `prefix`, in key order after `from`; the cursor is the last key
-/// looked at.
-fn page_of<'a, T>(
-    keys: impl Iterator<Item = &'a LeaseKey>,
-    prefix: &LeaseKey,
-    from: Option<&Cursor>,
-    limit: usize,
-    mut entry: impl FnMut(&LeaseKey) -> Option<T>,
-) -> Page<T> {
-    let mut keys: Vec<&LeaseKey> = keys
-        .filter(|k| k.is_under(prefix) && from.is_none_or(|c| k.as_str() > c.0.as_str()))
-        .collect();
-    keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    let mut entries = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        if entries.len() == limit.max(1) {
-            let last = keys[i - 1].as_str().to_owned();
-            return Page {
-                entries,
-                next: Some(Cursor(last)),
-            };
-        }
-        entries.extend(entry(key));
-    }
-    Page::last(entries)
 }
 
 impl State {

@@ -1,24 +1,7 @@
-//! Any in-process store served over loopback TCP, so the fault cases can
-//! put a [`FaultProxy`](crate::faults::FaultProxy) between its callers
-//! and it: what the in-memory store (and a test double built on a store)
-//! offers for [`Hook::Network`](crate::Hook::Network).
-//!
-//! The bytes on the wire are request ids, one per line; the call itself
-//! (its arguments, its result) stays in this process, in a table keyed by
-//! id. What matters is preserved: a call takes effect exactly when its
-//! request reaches the server — late, if the network holds it; never, if
-//! the network throws it away — and its caller learns the outcome only
-//! when the reply gets back. The client keeps one connection, opened on
-//! first use and again after a reset; a call that gets no reply within
-//! its timeout, or whose connection breaks, ends with an error whose
-//! outcome is unknown. Grants are dated from the client's send instant,
-//! as [`Rule::DeadlinesNeverOverlap`](lease_core::Rule::DeadlinesNeverOverlap)
-//! asks of every store.
+//! The client side: calls sent as request ids, answers awaited.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,115 +11,13 @@ use lease_core::{
     LeaseKey, LeaseRecord, LeaseStore, Listed, Op, Page,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-type Answer = Box<dyn Any + Send>;
-/// Calls waiting for their reply: id → (connection generation, waker).
-type Waiting = HashMap<u64, (u64, oneshot::Sender<()>)>;
-type Job = Box<dyn FnOnce(DynLeaseStore) -> BoxFuture<'static, Answer> + Send>;
-
-/// Calls sent and not yet run, and answers not yet taken, by id: shared by
-/// every client and server of the process.
-static JOBS: LazyLock<Mutex<HashMap<u64, Job>>> = LazyLock::new(Mutex::default);
-static ANSWERS: LazyLock<Mutex<HashMap<u64, Answer>>> = LazyLock::new(Mutex::default);
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A store served on a 127.0.0.1 port; stops on drop.
-pub struct WireServer {
-    address: String,
-    capabilities: Capabilities,
-    stop: watch::Sender<bool>,
-    accept: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for WireServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WireServer")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WireServer {
-    /// Serves `store` on a free 127.0.0.1 port.
-    ///
-    /// # Errors
-    /// When no port can be bound.
-    pub async fn start(store: DynLeaseStore) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?.to_string();
-        let capabilities = store.capabilities();
-        let stop = watch::Sender::new(false);
-        let accept = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, store.clone(), stop.subscribe()));
-                }
-            }
-        });
-        Ok(Self {
-            address,
-            capabilities,
-            stop,
-            accept,
-        })
-    }
-
-    /// Where it listens: `127.0.0.1:PORT`.
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    /// A client of this server's store at `address` (this server, or a
-    /// proxy in front of it), giving up on a call after `call_timeout`.
-    pub fn client(&self, address: &str, call_timeout: Duration) -> WireStore {
-        WireStore::new(address, self.capabilities.clone(), call_timeout)
-    }
-}
-
-impl Drop for WireServer {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.stop.send_replace(true);
-    }
-}
-
-/// One connection: each request line runs its call, on its own task, and
-/// its id goes back when the call is done.
-async fn serve(stream: TcpStream, store: DynLeaseStore, mut stop: watch::Receiver<bool>) {
-    let (read, write) = stream.into_split();
-    let write = Arc::new(tokio::sync::Mutex::new(write));
-    let mut lines = BufReader::new(read).lines();
-    loop {
-        let line = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            line = lines.next_line() => line,
-        };
-        let Ok(Some(line)) = line else { return };
-        let Ok(id) = line.trim().parse::<u64>() else {
-            return;
-        };
-        let Some(job) = JOBS.lock().unwrap().remove(&id) else {
-            continue;
-        };
-        let (store, write) = (store.clone(), write.clone());
-        tokio::spawn(async move {
-            let answer = job(store).await;
-            ANSWERS.lock().unwrap().insert(id, answer);
-            let _ = write
-                .lock()
-                .await
-                .write_all(format!("{id}\n").as_bytes())
-                .await;
-        });
-    }
-}
+use super::{ANSWERS, Answer, JOBS, Job, NEXT_ID, Waiting};
 
 /// The client side: a [`LeaseStore`] whose every call crosses the wire.
 pub struct WireStore {
@@ -479,55 +360,6 @@ impl LeaseStore for WireStore {
         };
         self.call(Op::ListMarkers, prefix, self.call_timeout, job)
             .await?
-    }
-}
-
-/// An in-process store offered for [`Hook::Network`](crate::Hook::Network):
-/// served on loopback when a fault case first asks where, reached through
-/// whatever address the case gives. A factory's hooks hold one and
-/// forward [`Hooks::server_address`](crate::Hooks::server_address) and
-/// [`Hooks::store_through`](crate::Hooks::store_through) to it.
-pub struct Wire {
-    store: DynLeaseStore,
-    server: tokio::sync::OnceCell<WireServer>,
-}
-
-impl std::fmt::Debug for Wire {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wire")
-            .field("server", &self.server.get())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Wire {
-    /// `store`, to be served when asked.
-    pub fn new(store: DynLeaseStore) -> Self {
-        Self {
-            store,
-            server: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    /// Where the store is served, starting the server on first use.
-    ///
-    /// # Errors
-    /// When no port can be bound.
-    pub async fn server_address(&self) -> Result<String, BoxError> {
-        let server = self
-            .server
-            .get_or_try_init(|| WireServer::start(self.store.clone()))
-            .await?;
-        Ok(server.address().to_owned())
-    }
-
-    /// A client reaching the store at `address`.
-    pub fn store_through(&self, address: &str, call_timeout: Duration) -> DynLeaseStore {
-        Arc::new(WireStore::new(
-            address,
-            self.store.capabilities(),
-            call_timeout,
-        ))
     }
 }
 
