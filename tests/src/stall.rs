@@ -73,9 +73,11 @@ where
     tokio::time::sleep(ttl * 2 / 3).await;
     let stats = leaser.stats();
     let lost = leases.iter().filter(|l| l.is_lost()).count();
-    for lease in leases {
-        let _ = lease.release().await;
-    }
+    futures::stream::iter(leases)
+        .for_each_concurrent(64, |lease| async move {
+            let _ = lease.release().await;
+        })
+        .await;
     Stalled { stats, lost }
 }
 

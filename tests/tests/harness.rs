@@ -1,5 +1,6 @@
 //! The harness itself: each mode starts a Redis and an etcd that a store
-//! can talk to, restarts keep the port, and a three-member etcd cluster
+//! can talk to, a paused server answers nothing until resumed, restarts
+//! keep the port, and a three-member etcd cluster
 //! survives a member's restart.
 
 use std::sync::Arc;
@@ -83,6 +84,13 @@ async fn servers_answer(mode: Mode) {
 
     let store = redis_store(redis.url()).await;
     let before = fresh_token(&store, "a").await;
+    // A paused server (SIGSTOP, or a paused container) answers nothing
+    // until resumed: what the freeze tests rely on, in either mode.
+    redis.pause().await.expect("redis pauses");
+    let frozen = tokio::time::timeout(Duration::from_secs(1), store.inspect(&key())).await;
+    assert!(frozen.is_err(), "a paused redis answered: {frozen:?}");
+    redis.resume().await.expect("redis resumes");
+    fresh_token(&store, "a").await;
     let started = Instant::now();
     redis.restart().await.expect("redis restarts on its port");
     eprintln!("{mode:?}: redis restarted in {:?}", started.elapsed());
@@ -94,6 +102,11 @@ async fn servers_answer(mode: Mode) {
 
     let store = etcd_store(etcd.endpoints()).await;
     let before = fresh_token(&store, "a").await;
+    etcd.pause_member(0).await.expect("etcd pauses");
+    let frozen = tokio::time::timeout(Duration::from_secs(1), store.inspect(&key())).await;
+    assert!(frozen.is_err(), "a paused etcd answered: {frozen:?}");
+    etcd.resume_member(0).await.expect("etcd resumes");
+    fresh_token(&store, "a").await;
     etcd.restart_member(0)
         .await
         .expect("etcd restarts on its ports");
