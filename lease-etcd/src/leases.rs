@@ -45,7 +45,7 @@ const REFRESH_AFTER: Duration = Duration::from_millis(550);
 /// How often the pool looks after its idle leases.
 const TEND_EVERY: Duration = Duration::from_millis(100);
 /// Idle leases of a TTL not claimed for this long are revoked.
-pub(crate) const IDLE_GRACE: Duration = Duration::from_secs(3);
+pub const IDLE_GRACE: Duration = Duration::from_secs(3);
 /// The most idle leases a store keeps; more are revoked.
 const MAX_IDLE: usize = 256;
 

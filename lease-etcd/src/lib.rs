@@ -19,4 +19,5 @@ pub mod testing;
 mod wait;
 
 pub use config::{EtcdConfig, URL_SCHEMES, is_etcd_url};
+pub use leases::IDLE_GRACE as POOL_IDLE_GRACE;
 pub use store::{CALL_BATCH, CALLS_IN_FLIGHT, EtcdStore, LeaseCounts};

@@ -10,6 +10,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use lease_core::{Claim, Fence, Holder, LeaseKey, LeaseStore};
 use lease_etcd::{EtcdConfig, EtcdStore};
 use lease_tests::{EtcdCluster, or_skip};
@@ -81,6 +83,7 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
         .map(|i| Holder::new(format!("h{i}"), "1").unwrap())
         .collect();
     let claims = claims_behind_another(&store, keys.clone(), holders).await;
+    let first_round = Instant::now();
     let (calls, batches) = claim_batches(&store);
     assert_eq!(calls, 65);
     assert!(batches <= 3, "65 claims went out in {batches} transactions");
@@ -113,8 +116,9 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
         releases.batches < releases.calls,
         "no release shared a transaction: {releases:?}"
     );
-    for fence in &fences {
-        assert_eq!(other.inspect(&fence.key).await.unwrap(), None);
+    let shown = futures::future::join_all(fences.iter().map(|f| other.inspect(&f.key))).await;
+    for (fence, shown) in fences.iter().zip(shown) {
+        assert_eq!(shown.unwrap(), None, "{} is still held", fence.key);
     }
     let counts = store.lease_counts();
     assert_eq!(
@@ -127,6 +131,10 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
     let holders = (0..64)
         .map(|i| Holder::new(format!("again{i}"), "1").unwrap())
         .collect();
+    // Idle leases of a TTL nobody claimed for the pool's grace are
+    // revoked: a runner that took that long between the rounds says
+    // nothing about reuse.
+    let between = first_round.elapsed();
     let again = claims_behind_another(&store, keys, holders).await;
     for ((_, _, claim), old) in again.into_iter().zip(&fences) {
         let grant = claim.acquired().expect("free");
@@ -135,10 +143,17 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
     // The pool held 64 idle leases for 65 claims (`first`'s is taken and
     // given back once it finds its key held).
     let granted = store.lease_counts().leases_granted - counts.leases_granted;
-    assert!(
-        granted <= 1,
-        "the second round granted {granted} leases instead of reusing the pool's"
-    );
+    if between < lease_etcd::POOL_IDLE_GRACE {
+        assert!(
+            granted <= 1,
+            "the second round granted {granted} leases instead of reusing the pool's"
+        );
+    } else {
+        eprintln!(
+            "inconclusive: {between:?} between the rounds, past the pool's idle grace of {:?}: reuse not judged ({granted} granted anew)",
+            lease_etcd::POOL_IDLE_GRACE
+        );
+    }
     cluster.stop().await;
 }
 
