@@ -74,6 +74,7 @@ impl Client {
         self.redis_key("guarded", key)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Runs `cmd` on the node that holds this store's namespace (the
     /// server itself when it is not a cluster), under the call timeout:
     /// for tools and tests that look at the namespace's keys directly
@@ -97,6 +98,7 @@ impl Client {
         .await
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Every Redis key of this store's namespace starts with this.
     pub(crate) fn key_prefix(&self) -> String {
         format!("{{{}}}:", self.config.namespace)

@@ -175,6 +175,7 @@ impl RedisConfig {
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Where a single server's URL points, as the byte range of its
     /// `host[:port]` in the URL; `None` for a cluster or Sentinel URL.
     fn server_range(&self) -> Option<std::ops::Range<usize>> {
@@ -187,6 +188,7 @@ impl RedisConfig {
         (start < end).then_some(after_scheme + start..after_scheme + end)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// A single server's `host:port` (port 6379 when the URL gives none);
     /// `None` for a cluster or Sentinel URL.
     pub(crate) fn server_address(&self) -> Option<String> {
@@ -201,6 +203,7 @@ impl RedisConfig {
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The same configuration reaching a single server at `address`
     /// (`host:port`) instead: credentials, database and options kept.
     /// `None` for a cluster or Sentinel URL.
