@@ -116,13 +116,31 @@ impl Entry {
         (entry, watched)
     }
 
-    fn lose(&self, reason: LostReason) {
-        tracing::warn!(fence = %self.fence, ?reason, "lease lost");
+    fn lose(&self, reason: LostReason, leaser: &str) {
+        let now = Instant::now();
+        let deadline = *self.deadline.borrow();
         let label = match reason {
             LostReason::Refused(_) => "refused",
             LostReason::DeadlinePassed => "deadline",
         };
-        metrics::counter!("lease_keeper_lost_total", "reason" => label).increment(1);
+        // How the loss stands against the deadline the holder was told:
+        // refused with time left, or found past it (late by how much the
+        // keeper itself was slow to notice).
+        tracing::warn!(
+            leaser,
+            fence = %self.fence,
+            reason = label,
+            ?reason,
+            left_ms = deadline.saturating_duration_since(now).as_millis() as u64,
+            late_ms = now.saturating_duration_since(deadline).as_millis() as u64,
+            "lease lost"
+        );
+        metrics::counter!(
+            "lease_keeper_lost_total",
+            "leaser" => leaser.to_owned(),
+            "reason" => label
+        )
+        .increment(1);
         *lock(&self.reason) = Some(reason);
         self.lost.cancel();
     }
@@ -144,6 +162,8 @@ pub(crate) struct Keeper {
 }
 
 struct Shared {
+    /// The leaser's name: the `leaser` label of its metrics.
+    name: Arc<str>,
     state: Mutex<State>,
     /// Woken when entries come or go, and when a call ends.
     changed: Notify,
@@ -158,10 +178,11 @@ impl std::fmt::Debug for Keeper {
 }
 
 impl Keeper {
-    pub fn new(store: DynLeaseStore) -> Self {
+    pub fn new(store: DynLeaseStore, name: Arc<str>) -> Self {
         Self {
             store,
             shared: Arc::new(Shared {
+                name,
                 state: Mutex::default(),
                 changed: Notify::new(),
             }),
@@ -172,6 +193,21 @@ impl Keeper {
         lock(&self.shared.state)
     }
 
+    /// The leaser's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn held_gauge(&self, held: usize) {
+        metrics::gauge!("lease_keeper_leases_held", "leaser" => self.name().to_owned())
+            .set(held as f64);
+    }
+
+    fn in_flight_gauge(&self, calls: usize) {
+        metrics::gauge!("lease_keeper_calls_in_flight", "leaser" => self.name().to_owned())
+            .set(calls as f64);
+    }
+
     /// Keeps `entry` alive until [`Keeper::remove`]; returns its id.
     pub fn add(&self, entry: Entry) -> u64 {
         let mut state = self.state();
@@ -179,7 +215,7 @@ impl Keeper {
         state.next_id += 1;
         state.entries.insert(id, entry);
         state.stats.held = state.entries.len();
-        metrics::gauge!("lease_keeper_leases_held").set(state.entries.len() as f64);
+        self.held_gauge(state.entries.len());
         if !state.running {
             state.running = true;
             tokio::spawn(self.clone().run());
@@ -196,7 +232,7 @@ impl Keeper {
             entry.lost.cancel();
         }
         state.stats.held = state.entries.len();
-        metrics::gauge!("lease_keeper_leases_held").set(state.entries.len() as f64);
+        self.held_gauge(state.entries.len());
         drop(state);
         self.shared.changed.notify_one();
     }
@@ -225,8 +261,7 @@ impl Keeper {
                         .stats
                         .most_calls_in_flight
                         .max(state.stats.calls_in_flight);
-                    metrics::gauge!("lease_keeper_calls_in_flight")
-                        .set(state.stats.calls_in_flight as f64);
+                    self.in_flight_gauge(state.stats.calls_in_flight);
                     tokio::spawn(self.clone().send(batch));
                 }
                 next_wake(&state, now, state.stats.calls_in_flight < MAX_IN_FLIGHT)
@@ -246,13 +281,17 @@ impl Keeper {
             .filter(|(_, e)| *e.deadline.borrow() <= now)
             .map(|(id, _)| *id)
             .collect();
+        let lost = !passed.is_empty();
         for id in passed {
             if let Some(entry) = state.entries.remove(&id) {
-                entry.lose(LostReason::DeadlinePassed);
+                entry.lose(LostReason::DeadlinePassed, &self.shared.name);
                 state.stats.lost_deadline += 1;
             }
         }
         state.stats.held = state.entries.len();
+        if lost {
+            self.held_gauge(state.entries.len());
+        }
     }
 
     /// One `renew_many` call for `batch`, then its results applied.
@@ -271,7 +310,7 @@ impl Keeper {
         if batch.is_empty() {
             let mut state = self.state();
             state.stats.calls_in_flight -= 1;
-            metrics::gauge!("lease_keeper_calls_in_flight").set(state.stats.calls_in_flight as f64);
+            self.in_flight_gauge(state.stats.calls_in_flight);
             drop(state);
             self.shared.changed.notify_one();
             return;
@@ -281,15 +320,18 @@ impl Keeper {
         let started = Instant::now();
         let results = self.store.renew_many(&renewals).await;
         let took = started.elapsed();
-        metrics::histogram!("lease_keeper_call_seconds").record(took.as_secs_f64());
-        metrics::counter!("lease_keeper_renewals_total").increment(batch.len() as u64);
+        let leaser = self.name().to_owned();
+        metrics::histogram!("lease_keeper_call_seconds", "leaser" => leaser.clone())
+            .record(took.as_secs_f64());
+        metrics::counter!("lease_keeper_renewals_total", "leaser" => leaser.clone())
+            .increment(batch.len() as u64);
         let mut state = self.state();
         state.stats.calls += 1;
         state.stats.renewals += batch.len() as u64;
         state.stats.calls_in_flight -= 1;
         state.stats.last_call = took;
         state.stats.longest_call = state.stats.longest_call.max(took);
-        metrics::gauge!("lease_keeper_calls_in_flight").set(state.stats.calls_in_flight as f64);
+        self.in_flight_gauge(state.stats.calls_in_flight);
         let now = Instant::now();
         let mut results = results.into_iter();
         for (id, _, _) in &batch {
@@ -311,13 +353,20 @@ impl Keeper {
                     entry.failures = 0;
                 }
                 Some(Err(LeaseError::Lost { current, .. })) => {
-                    entry.lose(LostReason::Refused(current.map(|record| *record)));
+                    entry.lose(LostReason::Refused(current.map(|record| *record)), &leaser);
                     entries.remove(id);
                     stats.lost_refused += 1;
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(fence = %entry.fence, %error, "lease renewal failed; retrying");
-                    metrics::counter!("lease_keeper_renewals_failed_total").increment(1);
+                    tracing::info!(
+                        leaser,
+                        fence = %entry.fence,
+                        %error,
+                        left_ms = entry.deadline.borrow().saturating_duration_since(now).as_millis() as u64,
+                        "lease renewal failed; retrying"
+                    );
+                    metrics::counter!("lease_keeper_renewals_failed_total", "leaser" => leaser.clone())
+                        .increment(1);
                     stats.renewals_failed += 1;
                     let left = entry.deadline.borrow().saturating_duration_since(now);
                     entry.due =
@@ -334,6 +383,7 @@ impl Keeper {
             }
         }
         state.stats.held = state.entries.len();
+        self.held_gauge(state.entries.len());
         drop(state);
         self.shared.changed.notify_one();
     }

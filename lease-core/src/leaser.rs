@@ -1,6 +1,7 @@
 //! Holding a lease: acquire, keep alive in the background, signal loss.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,16 +42,36 @@ pub struct Leaser {
 
 impl Leaser {
     /// A leaser for `holder` on `store`, granting leases of `ttl`.
+    ///
+    /// Its metrics carry the label `leaser="leaser-N"`, N counting the
+    /// leasers made in this process; name it with [`Leaser::named`] for
+    /// series that keep their name across restarts.
     pub fn new(store: DynLeaseStore, holder: Holder, ttl: Duration) -> Self {
+        static MADE: AtomicU64 = AtomicU64::new(1);
+        let name = format!("leaser-{}", MADE.fetch_add(1, Ordering::Relaxed));
         Self {
             holder,
             ttl,
             renew_every: ttl / 3,
             retry_every: (ttl / 10).max(Duration::from_millis(1)),
             held: Arc::default(),
-            keeper: Keeper::new(store.clone()),
+            keeper: Keeper::new(store.clone(), name.into()),
             store,
         }
+    }
+
+    /// The same leaser, named `name`: the `leaser` label of its metrics
+    /// (`lease_keeper_*`) and a field of its log lines, so several leasers
+    /// in one process report apart. Name it before acquiring: leases
+    /// already held stay with the keeper under the old name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.keeper = Keeper::new(self.store.clone(), name.into().into());
+        self
+    }
+
+    /// This leaser's name (see [`Leaser::named`]).
+    pub fn name(&self) -> &str {
+        self.keeper.name()
     }
 
     /// The same leaser (same holder, same set of held keys) granting leases

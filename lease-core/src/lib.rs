@@ -70,6 +70,7 @@ mod batch;
 mod clock;
 mod error;
 mod fenced;
+mod instrument;
 mod keeper;
 mod key;
 mod leaser;
@@ -87,6 +88,7 @@ pub use error::{
     BoxError, LeaseError, Op, check_durations, marker_text, redacted_url, with_timeout,
 };
 pub use fenced::FencedResource;
+pub use instrument::Instrumented;
 pub use keeper::{KeeperStats, LostReason, MAX_BATCH, MAX_IN_FLIGHT};
 pub use key::{LeaseKey, MAX_KEY_LEN};
 pub use leaser::{Acquire, HeldLease, Leaser};

@@ -112,6 +112,7 @@ impl Client {
     }
 
     /// Every etcd key of this store starts with this.
+    #[cfg(feature = "testing")]
     pub(crate) fn key_prefix(&self) -> String {
         format!("{}/", self.config.prefix)
     }
@@ -142,7 +143,7 @@ impl Client {
     ) -> Result<TxnResponse, LeaseError> {
         self.txn_raw(op, key, txn)
             .await?
-            .map_err(|e| etcd_error(op, key, e))
+            .map_err(|e| etcd_error(op, key, self.call_timeout(), e))
     }
 
     pub(crate) async fn get(
@@ -152,10 +153,11 @@ impl Client {
         etcd_key: &str,
     ) -> Result<(Option<KeyValue>, i64), LeaseError> {
         let mut kv = self.kv.clone();
-        let response = with_timeout(op, key, self.call_timeout(), async move {
+        let after = self.call_timeout();
+        let response = with_timeout(op, key, after, async move {
             kv.get(etcd_key, None)
                 .await
-                .map_err(|e| etcd_error(op, key, e))
+                .map_err(|e| etcd_error(op, key, after, e))
         })
         .await?;
         let revision = response.header().map_or(0, |h| h.revision());
@@ -208,7 +210,7 @@ impl Client {
             LeaseFailure::Gone => {
                 LeaseError::backend(BACKEND, op, key, false, "its etcd lease expired")
             }
-            LeaseFailure::Call(error) => etcd_error(op, key, error),
+            LeaseFailure::Call(error) => etcd_error(op, key, self.call_timeout(), error),
             LeaseFailure::TimedOut => LeaseError::Timeout {
                 op,
                 key: key.clone(),
@@ -219,9 +221,26 @@ impl Client {
 }
 
 /// An etcd error as a [`LeaseError`], indeterminate when the request may
-/// have been applied.
-pub(crate) fn etcd_error(op: Op, key: &LeaseKey, error: etcd_client::Error) -> LeaseError {
+/// have been applied; the channel's own deadline (`after`, the call
+/// timeout) is a [`LeaseError::Timeout`] like the store's.
+pub(crate) fn etcd_error(
+    op: Op,
+    key: &LeaseKey,
+    after: Duration,
+    error: etcd_client::Error,
+) -> LeaseError {
     use etcd_client::Error;
+    if let Error::GRpcStatus(status) = &error {
+        let code = status.code() as i32;
+        // DeadlineExceeded, or the channel's timeout cancelling the call.
+        if code == 4 || (code == 1 && status.message() == "Timeout expired") {
+            return LeaseError::Timeout {
+                op,
+                key: key.clone(),
+                after,
+            };
+        }
+    }
     let indeterminate = match &error {
         Error::GRpcStatus(status) => {
             // Unavailable, DeadlineExceeded, Cancelled, Unknown.
@@ -251,8 +270,25 @@ mod tests {
     fn a_broken_keep_alive_stream_leaves_the_renewal_unknown() {
         let key = LeaseKey::new("k").unwrap();
         let broken = etcd_client::Error::LeaseKeepAliveError("h2 protocol error".into());
-        assert!(etcd_error(Op::Renew, &key, broken).is_indeterminate());
+        let after = Duration::from_secs(1);
+        assert!(etcd_error(Op::Renew, &key, after, broken).is_indeterminate());
         let refused = etcd_client::Error::InvalidArgs("bad".into());
-        assert!(!etcd_error(Op::Renew, &key, refused).is_indeterminate());
+        assert!(!etcd_error(Op::Renew, &key, after, refused).is_indeterminate());
+    }
+
+    #[test]
+    fn the_channels_deadline_is_a_timeout() {
+        let key = LeaseKey::new("k").unwrap();
+        let after = Duration::from_millis(300);
+        let status = etcd_client::Error::GRpcStatus(tonic::Status::cancelled("Timeout expired"));
+        let error = etcd_error(Op::Claim, &key, after, status);
+        assert!(
+            matches!(error, LeaseError::Timeout { after: a, .. } if a == after),
+            "{error:?}"
+        );
+        assert!(error.is_indeterminate());
+        let cancelled = etcd_client::Error::GRpcStatus(tonic::Status::cancelled("gone"));
+        let error = etcd_error(Op::Claim, &key, after, cancelled);
+        assert!(matches!(error, LeaseError::Backend { .. }), "{error:?}");
     }
 }

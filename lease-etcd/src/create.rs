@@ -66,7 +66,7 @@ impl Client {
         };
         let response = match answer {
             Err(error) if is_lease_not_found(&error) => return Ok(Attached::LeaseGone),
-            Err(error) => return Err(etcd_error(op, key, error)),
+            Err(error) => return Err(etcd_error(op, key, self.call_timeout(), error)),
             Ok(response) => response,
         };
         self.settle(op, key, lease, response, refreshed)
@@ -257,7 +257,12 @@ impl Client {
             let answered = match answer {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(error)) if is_lease_not_found(&error) => Err(None),
-                Ok(Err(error)) => Err(Some(etcd_error(op, &batch[first].key, error))),
+                Ok(Err(error)) => Err(Some(etcd_error(
+                    op,
+                    &batch[first].key,
+                    self.call_timeout(),
+                    error,
+                ))),
                 Err(error) => Err(Some(error)),
             };
             match answered {

@@ -36,10 +36,11 @@ impl Client {
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .with_sort(SortTarget::Key, SortOrder::Ascend);
         let mut kv = self.kv.clone();
-        let response = with_timeout(op, prefix, self.call_timeout(), async move {
+        let after = self.call_timeout();
+        let response = with_timeout(op, prefix, after, async move {
             kv.get(start, Some(options))
                 .await
-                .map_err(|e| etcd_error(op, prefix, e))
+                .map_err(|e| etcd_error(op, prefix, after, e))
         })
         .await?;
         let next = response

@@ -114,7 +114,7 @@ impl Client {
             }
             Ok(_) => Ok(None),
             Err(error) if is_lease_not_found(&error) => Ok(None),
-            Err(error) => Err(etcd_error(Op::Inspect, key, error)),
+            Err(error) => Err(etcd_error(Op::Inspect, key, self.call_timeout(), error)),
         }
     }
 }

@@ -37,7 +37,16 @@ pub async fn store_from_args() -> Result<DynLeaseStore, LeaseError> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "memory".to_owned());
-    let mut target = Target::new(url);
+    store_at(&url).await
+}
+
+/// The store at `url` (`memory`, `redis://…`, `etcd://…`), in a namespace
+/// of this run's own.
+///
+/// # Errors
+/// A malformed target, or a server that cannot be reached.
+pub async fn store_at(url: &str) -> Result<DynLeaseStore, LeaseError> {
+    let mut target = Target::new(url.to_owned());
     let run = format!(
         "lease-examples-{}",
         std::time::SystemTime::now()

@@ -130,6 +130,22 @@ impl Reply {
     }
 }
 
+/// Says once per quarantine (not once per refused claim) that the restart
+/// quarantine is in force.
+fn log_quarantine(key: &LeaseKey, remaining: Duration) {
+    static UNTIL: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let mut until = UNTIL.lock().unwrap_or_else(|p| p.into_inner());
+    if until.is_none_or(|until| now >= until) {
+        *until = Some(now + remaining);
+        tracing::warn!(
+            %key,
+            left_ms = remaining.as_millis() as u64,
+            "restart quarantine in force: redis lost its data; no grant until it ends"
+        );
+    }
+}
+
 impl Answer {
     /// The record a `held` or `quarantined` answer shows for `key` (a
     /// quarantined key shows as held by `restart-quarantine#redis`).
@@ -141,7 +157,10 @@ impl Answer {
                 remaining,
             } => (holder, token, remaining),
             Answer::Quarantined { remaining } => (
-                Holder::new("restart-quarantine", "redis").expect("a valid holder"),
+                {
+                    log_quarantine(key, remaining);
+                    Holder::new("restart-quarantine", "redis").expect("a valid holder")
+                },
                 FencingToken(0),
                 remaining,
             ),

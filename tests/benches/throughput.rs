@@ -9,6 +9,10 @@
 //! Then: a holder process killed with SIGKILL, and how long until another
 //! client holds its key, against the TTL.
 //!
+//! `instrumented` (in `BENCH_BACKENDS`) measures what `Instrumented` costs
+//! on Redis: the store plain, wrapped with a no-op recorder installed, and
+//! wrapped with a Prometheus recorder recording.
+//!
 //! `cargo bench -p tests --bench throughput` (servers from the harness, as
 //! for the tests). `BENCH_SECONDS` sets each run's length (default 3;
 //! shorter runs understate the fastest contenders), `BENCH_ROUNDS` the rounds (default 3), `BENCH_BACKENDS` which to run
@@ -502,6 +506,129 @@ async fn killed_holder(backend: &str, target: &str) {
     );
 }
 
+/// A recorder switched between Prometheus and no-op, so contenders of one
+/// run can compare both (the global recorder is set once per process).
+struct Switch {
+    on: std::sync::atomic::AtomicBool,
+    prometheus: metrics_exporter_prometheus::PrometheusRecorder,
+}
+
+static SWITCH: std::sync::OnceLock<&'static Switch> = std::sync::OnceLock::new();
+
+impl metrics::Recorder for Switch {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        if self.on.load(Ordering::Relaxed) {
+            self.prometheus.register_counter(key, meta)
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+    fn register_gauge(&self, key: &metrics::Key, meta: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if self.on.load(Ordering::Relaxed) {
+            self.prometheus.register_gauge(key, meta)
+        } else {
+            metrics::Gauge::noop()
+        }
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        if self.on.load(Ordering::Relaxed) {
+            self.prometheus.register_histogram(key, meta)
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+/// `cycle` with the Prometheus recorder recording (`on`) or not.
+fn recording(on: bool, cycle: Cycle) -> Cycle {
+    Arc::new(move |n| {
+        if let Some(switch) = SWITCH.get() {
+            switch.on.store(on, Ordering::Relaxed);
+        }
+        cycle(n)
+    })
+}
+
+async fn instrumented() {
+    let switch: &'static Switch = Box::leak(Box::new(Switch {
+        on: false.into(),
+        prometheus: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    }));
+    if metrics::set_global_recorder(switch).is_err() || SWITCH.set(switch).is_err() {
+        println!(
+            "
+instrumented: a recorder was installed already"
+        );
+        return;
+    }
+    let Ok(server) = RedisServer::start().await else {
+        println!(
+            "
+instrumented: no redis server could be started"
+        );
+        return;
+    };
+    let store: Arc<dyn LeaseStore> = Arc::new(
+        RedisStore::connect(RedisConfig::new(server.url()))
+            .await
+            .expect("redis"),
+    );
+    let wrapped: Arc<dyn LeaseStore> = Arc::new(lease_core::Instrumented::new(store.clone()));
+    let contenders = [
+        Contender {
+            name: "Instrumented lease-redis, no-op recorder",
+            cycle: recording(false, lease_cycle(wrapped.clone())),
+        },
+        Contender {
+            name: "Instrumented lease-redis, Prometheus",
+            cycle: recording(true, lease_cycle(wrapped)),
+        },
+        Contender {
+            name: "lease-redis",
+            cycle: recording(false, lease_cycle(store)),
+        },
+    ];
+    let connection = redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let cpu: ServerCpu = Arc::new(move || {
+        let mut connection = connection.clone();
+        Box::pin(async move { gauges::redis_cpu(&mut connection).await })
+    });
+    compare("instrumented (redis)", &contenders, cpu).await;
+}
+
 #[tokio::main]
 async fn main() {
     let only = std::env::var("BENCH_BACKENDS").unwrap_or_default();
@@ -514,5 +641,8 @@ async fn main() {
     }
     if wanted("etcd") {
         etcd().await;
+    }
+    if wanted("instrumented") {
+        instrumented().await;
     }
 }
