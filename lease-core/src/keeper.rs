@@ -349,7 +349,10 @@ impl Keeper {
                     entry
                         .deadline
                         .send_modify(|d| *d = (*d).max(grant.deadline));
-                    entry.due = now + entry.renew_every;
+                    // From the send, not the reply: a slow reply eats into
+                    // the next period, never into the margin before the
+                    // deadline.
+                    entry.due = started + entry.renew_every;
                     entry.failures = 0;
                 }
                 Some(Err(LeaseError::Lost { current, .. })) => {

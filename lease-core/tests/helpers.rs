@@ -33,6 +33,8 @@ struct Flaky {
     batches: AtomicUsize,
     /// How long each `renew_many` call takes, in ms.
     batch_delay_ms: AtomicU64,
+    /// How long each `renew_many` reply takes after it was applied, in ms.
+    reply_delay_ms: AtomicU64,
 }
 
 #[async_trait]
@@ -70,6 +72,8 @@ impl LeaseStore for Flaky {
         for (fence, ttl) in renewals {
             results.push(self.renew(fence, *ttl).await);
         }
+        let delay = self.reply_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         results
     }
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
@@ -120,6 +124,22 @@ async fn leaser_keeps_the_lease_alive() {
         (28..=31).contains(&renewals),
         "renewed every ttl/3: {renewals}"
     );
+}
+
+/// Replies that take 40 % of the TTL (applied at once, answered late):
+/// renewals are scheduled from when they were sent, not from when their
+/// reply came, so the lease keeps a period's margin and is never lost.
+#[tokio::test(start_paused = true)]
+async fn slow_replies_lose_no_lease() {
+    let store = Arc::new(Flaky::default());
+    store
+        .reply_delay_ms
+        .store(TTL.as_millis() as u64 * 2 / 5, Ordering::SeqCst);
+    let leaser = Leaser::new(store.clone(), holder("a"), TTL);
+    let lease = hold(&leaser, &key("k")).await;
+    tokio::time::sleep(TTL * 10).await;
+    assert!(!lease.is_lost(), "{:?}", lease.lost_reason());
+    assert!(store.check(lease.fence()).await.unwrap());
 }
 
 #[tokio::test(start_paused = true)]
