@@ -7,9 +7,11 @@
 //! a few relaxed atomic loads per call; the throughput bench measures it.
 //! Every name is listed on [`Instrumented`], the one table of them.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use metrics::{Counter, Histogram};
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -22,17 +24,84 @@ use crate::{
 /// A store whose every call is traced and measured. Cheap to clone.
 ///
 #[doc = include_str!("observability.md")]
+///
+/// Metric handles are registered with the recorder installed at a
+/// series' first use and kept: install the recorder before the first
+/// call (a handle kept costs an atomic add; looking one up per call cost
+/// several times that).
 #[derive(Debug, Clone)]
 pub struct Instrumented {
     inner: DynLeaseStore,
     backend: &'static str,
+    handles: Arc<Handles>,
+}
+
+/// Every operation a span and the metrics name.
+const OPERATIONS: [&str; 15] = [
+    "claim",
+    "reclaim",
+    "renew",
+    "renew_many",
+    "release",
+    "inspect",
+    "check",
+    "put_marker",
+    "delete_marker",
+    "get_marker",
+    "guarded_write",
+    "read_guarded",
+    "wait_free",
+    "list",
+    "list_markers",
+];
+
+/// Every outcome label.
+const OUTCOMES: [&str; 18] = [
+    "acquired",
+    "busy",
+    "renewed",
+    "released",
+    "not_held",
+    "held",
+    "free",
+    "timed_out",
+    "ok",
+    "lost",
+    "conflict",
+    "corrupt",
+    "invalid",
+    "unsupported",
+    "timeout",
+    "unknown",
+    "error",
+    "partly_renewed",
+];
+
+fn operation_index(operation: &str) -> Option<usize> {
+    OPERATIONS.iter().position(|o| *o == operation)
+}
+
+fn outcome_index(outcome: &str) -> Option<usize> {
+    OUTCOMES.iter().position(|o| *o == outcome)
+}
+
+/// The metric handles of one store, each registered at first use.
+#[derive(Debug, Default)]
+struct Handles {
+    calls: [[OnceLock<Counter>; OUTCOMES.len()]; OPERATIONS.len()],
+    durations: [OnceLock<Histogram>; OPERATIONS.len()],
+    batch_size: OnceLock<Histogram>,
 }
 
 impl Instrumented {
     /// `inner`, instrumented.
     pub fn new(inner: DynLeaseStore) -> Self {
         let backend = inner.capabilities().backend;
-        Self { inner, backend }
+        Self {
+            inner,
+            backend,
+            handles: Arc::default(),
+        }
     }
 
     /// The store underneath.
@@ -65,22 +134,34 @@ impl Instrumented {
     }
 
     fn count(&self, operation: &'static str, outcome: &'static str, n: u64) {
-        metrics::counter!(
-            "lease_store_calls_total",
-            "backend" => self.backend,
-            "operation" => operation,
-            "outcome" => outcome
-        )
-        .increment(n);
+        let (Some(op), Some(out)) = (operation_index(operation), outcome_index(outcome)) else {
+            return;
+        };
+        self.handles.calls[op][out]
+            .get_or_init(|| {
+                metrics::counter!(
+                    "lease_store_calls_total",
+                    "backend" => self.backend,
+                    "operation" => operation,
+                    "outcome" => outcome
+                )
+            })
+            .increment(n);
     }
 
     fn took(&self, operation: &'static str, took: Duration) {
-        metrics::histogram!(
-            "lease_store_call_duration_seconds",
-            "backend" => self.backend,
-            "operation" => operation
-        )
-        .record(took.as_secs_f64());
+        let Some(op) = operation_index(operation) else {
+            return;
+        };
+        self.handles.durations[op]
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "lease_store_call_duration_seconds",
+                    "backend" => self.backend,
+                    "operation" => operation
+                )
+            })
+            .record(took.as_secs_f64());
     }
 
     fn span(&self, operation: &'static str, key: &LeaseKey) -> tracing::Span {
@@ -103,6 +184,7 @@ impl Instrumented {
                 }
             };
         }
+        // The same names as OPERATIONS (a test pins them together).
         spans!(
             "claim",
             "reclaim",
@@ -212,12 +294,16 @@ impl LeaseStore for Instrumented {
             None => return Vec::new(),
         };
         span.record("lease.batch_size", renewals.len());
-        metrics::histogram!(
-            "lease_store_batch_size",
-            "backend" => self.backend,
-            "operation" => OPERATION
-        )
-        .record(renewals.len() as f64);
+        self.handles
+            .batch_size
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "lease_store_batch_size",
+                    "backend" => self.backend,
+                    "operation" => OPERATION
+                )
+            })
+            .record(renewals.len() as f64);
         let started = Instant::now();
         let results = self
             .inner
@@ -353,5 +439,54 @@ impl LeaseStore for Instrumented {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enables every span and keeps nothing.
+    struct Everything;
+
+    impl tracing::Subscriber for Everything {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn every_operation_has_a_span_and_every_outcome_a_series() {
+        let store = Instrumented::new(Arc::new(crate::MemoryStore::new()));
+        let key = LeaseKey::new("k").unwrap();
+        tracing::subscriber::with_default(Everything, || {
+            for operation in OPERATIONS {
+                let span = store.span(operation, &key);
+                let name = span.metadata().map(|m| m.name());
+                assert_eq!(name, Some(format!("lease.{operation}").as_str()));
+            }
+        });
+        let errors = [
+            LeaseError::Timeout {
+                op: Op::Claim,
+                key: key.clone(),
+                after: Duration::from_secs(1),
+            },
+            LeaseError::Unsupported {
+                backend: "memory",
+                op: Op::List,
+            },
+        ];
+        for error in &errors {
+            assert!(outcome_index(error_outcome(error)).is_some());
+        }
     }
 }
