@@ -97,7 +97,8 @@ impl<Req: Send + 'static, T: Send + 'static> BatchedCalls<Req, T> {
     }
 }
 
-/// Coalesces concurrent calls into batches (see the [module docs](self)).
+/// Coalesces concurrent calls into batches: a call made while none is
+/// under way goes out alone, calls made beside others go out together.
 pub struct Batcher<Req, Resp> {
     shared: Arc<Shared<Req, Resp>>,
 }

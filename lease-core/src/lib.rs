@@ -23,7 +23,11 @@
 //!   batches of at most [`MAX_BATCH`], with at most [`MAX_IN_FLIGHT`] calls
 //!   under way and backoff with jitter on failure; each lease still has its
 //!   own deadline and its own `lost` signal. [`Leaser::stats`] and the
-//!   `metrics` facade (`lease_keeper_*`) tell what it does.
+//!   `metrics` facade (`lease_keeper_*`, labelled with the leaser's name)
+//!   tell what it does.
+//! - **Observed once, for every backend.** [`Instrumented`] wraps any store
+//!   and gives every call a span and metrics; every name the workspace
+//!   reports under is in one table, on [`Instrumented`].
 //! - **Server time decides.** A grant's TTL is counted by the store's clock.
 //!   The holder's own [`Grant::deadline`] is the instant *it sent* the request
 //!   plus the granted TTL, on its monotonic clock: until then nobody else can

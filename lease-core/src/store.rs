@@ -4,6 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(doc)]
+use crate::Rule;
+
 use async_trait::async_trait;
 use futures::future::join_all;
 
