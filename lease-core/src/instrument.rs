@@ -36,24 +36,38 @@ pub struct Instrumented {
     handles: Arc<Handles>,
 }
 
+/// Calls `$then!` with every operation's name: the one list of them, for
+/// the span callsites and the metric handles alike.
+macro_rules! operations {
+    ($then:ident) => {
+        $then!(
+            "claim",
+            "reclaim",
+            "renew",
+            "renew_many",
+            "release",
+            "inspect",
+            "check",
+            "put_marker",
+            "delete_marker",
+            "get_marker",
+            "guarded_write",
+            "read_guarded",
+            "wait_free",
+            "list",
+            "list_markers"
+        )
+    };
+}
+
+macro_rules! array_of {
+    ($($op:literal),*) => {
+        [$($op),*]
+    };
+}
+
 /// Every operation a span and the metrics name.
-const OPERATIONS: [&str; 15] = [
-    "claim",
-    "reclaim",
-    "renew",
-    "renew_many",
-    "release",
-    "inspect",
-    "check",
-    "put_marker",
-    "delete_marker",
-    "get_marker",
-    "guarded_write",
-    "read_guarded",
-    "wait_free",
-    "list",
-    "list_markers",
-];
+const OPERATIONS: &[&str] = &operations!(array_of);
 
 /// Every outcome label.
 const OUTCOMES: [&str; 18] = [
@@ -184,24 +198,7 @@ impl Instrumented {
                 }
             };
         }
-        // The same names as OPERATIONS (a test pins them together).
-        spans!(
-            "claim",
-            "reclaim",
-            "renew",
-            "renew_many",
-            "release",
-            "inspect",
-            "check",
-            "put_marker",
-            "delete_marker",
-            "get_marker",
-            "guarded_write",
-            "read_guarded",
-            "wait_free",
-            "list",
-            "list_markers"
-        )
+        operations!(spans)
     }
 
     fn fence_span(&self, operation: &'static str, fence: &Fence) -> tracing::Span {
