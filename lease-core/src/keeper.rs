@@ -281,16 +281,18 @@ impl Keeper {
             .filter(|(_, e)| *e.deadline.borrow() <= now)
             .map(|(id, _)| *id)
             .collect();
-        let lost = !passed.is_empty();
-        for id in passed {
-            if let Some(entry) = state.entries.remove(&id) {
-                entry.lose(LostReason::DeadlinePassed, &self.shared.name);
-                state.stats.lost_deadline += 1;
-            }
-        }
+        let lost: Vec<Entry> = passed
+            .iter()
+            .filter_map(|id| state.entries.remove(id))
+            .collect();
+        state.stats.lost_deadline += lost.len() as u64;
         state.stats.held = state.entries.len();
-        if lost {
+        if !lost.is_empty() {
+            // Counted before `lost` fires (see `send`).
             self.held_gauge(state.entries.len());
+        }
+        for entry in lost {
+            entry.lose(LostReason::DeadlinePassed, &self.shared.name);
         }
     }
 
@@ -356,9 +358,14 @@ impl Keeper {
                     entry.failures = 0;
                 }
                 Some(Err(LeaseError::Lost { current, .. })) => {
-                    entry.lose(LostReason::Refused(current.map(|record| *record)), &leaser);
-                    entries.remove(id);
-                    stats.lost_refused += 1;
+                    // Counted before `lost` fires, so whoever wakes on it
+                    // sees the figures that include it.
+                    if let Some(entry) = entries.remove(id) {
+                        stats.lost_refused += 1;
+                        stats.held = entries.len();
+                        self.held_gauge(entries.len());
+                        entry.lose(LostReason::Refused(current.map(|record| *record)), &leaser);
+                    }
                 }
                 Some(Err(error)) => {
                     tracing::info!(
