@@ -172,6 +172,9 @@ impl Net {
     ) -> Result<Grant, CaseError> {
         let rival = holder("rival", "1");
         let poll = (self.timing.slack / 4).clamp(Duration::from_millis(10), ttl / 20);
+        // A key still held just past the bound while the runner lagged
+        // proves nothing yet; held later still, it does.
+        let mut starved = None;
         loop {
             let sent = Instant::now();
             let claim = s.store.claim(k, &rival, self.ttl).await?;
@@ -185,7 +188,10 @@ impl Net {
                         not_before - replied,
                         s.at(not_before)
                     );
-                    return Ok(grant);
+                    return match starved {
+                        Some(why) => Err(CaseError::Starved(why)),
+                        None => Ok(grant),
+                    };
                 }
                 Claim::Busy(record) => {
                     let bound = format!(
@@ -193,7 +199,7 @@ impl Net {
                         record.holder,
                         s.at(sent)
                     );
-                    s.within(
+                    let judged = s.within(
                         &format!(
                             "{bound} — the last write the server applied to it came by {}, the TTL is {ttl:?}",
                             s.at(last_write)
@@ -201,7 +207,13 @@ impl Net {
                         last_write,
                         sent,
                         ttl + self.timing.slack,
-                    )?;
+                    );
+                    match judged {
+                        Err(CaseError::Starved(why)) => {
+                            starved.get_or_insert(why);
+                        }
+                        other => other?,
+                    }
                 }
             }
             tokio::time::sleep(poll).await;
