@@ -150,6 +150,10 @@ flaws! {
     /// shortening it: harmless in order, fatal when the network delivers
     /// the claim late, after a longer renewal.
     ClaimOwnShortens => a_late_claim_shortening_a_grant_is_caught: ["a_late_claim_never_shortens_a_grant_its_holder_was_told_of"];
+    /// Renewals applied in the order they arrive, not the order their
+    /// store sent them (no `lease_core::Stamp`): harmless in order, fatal
+    /// when a renewal with a short TTL arrives after a longer one.
+    RenewalsUnordered => a_late_renewal_shortening_a_grant_is_caught: ["a_late_renewal_never_shortens_a_grant_its_holder_was_told_of"];
     /// The client reports a call that got no reply as failed for sure
     /// (`is_indeterminate() == false`), though the server may have
     /// applied it.
@@ -1038,7 +1042,11 @@ impl Factory for FlawedFactory {
             renewals: AtomicU64::new(0),
             inspected: Mutex::default(),
         });
-        let wire = Wire::new(store.clone());
+        let wire = if self.0 == Some(Flaw::RenewalsUnordered) {
+            Wire::unordered(store.clone())
+        } else {
+            Wire::new(store.clone())
+        };
         Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store, wire))))
     }
 }

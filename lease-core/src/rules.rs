@@ -65,7 +65,10 @@ rules! {
     /// newer record. Of reclaims racing for one fence, one wins.
     ReclaimComparesAndSwaps,
     /// A renewal of the live grant keeps its token and sets its end to the
-    /// renewal's TTL from the request, longer or shorter than before.
+    /// renewal's TTL from the request, longer or shorter than before —
+    /// unless a later renewal of the same store was applied first: then it
+    /// changes nothing and answers the grant's time left
+    /// ([`Rule::LateRequestsAreHarmless`], [`Stamp`](crate::Stamp)).
     RenewExtendsTheLiveGrant,
     /// A renewal of a fence that is not the live grant — released,
     /// expired, superseded or never granted — is refused with `Lost`
@@ -124,7 +127,8 @@ rules! {
     /// after the same store made later calls — never ends a grant before a
     /// deadline its holder was told of, never revives an ended grant and
     /// never takes a key from a newer grant. One store's calls are not
-    /// assumed to reach the server in the order they were made.
+    /// assumed to reach the server in the order they were made: a network
+    /// backend orders one store's renewals by [`Stamp`](crate::Stamp).
     LateRequestsAreHarmless,
     /// What one client does, every client of the same store sees: a
     /// release, a renewal or an expiry shows the same on all of them.

@@ -16,7 +16,7 @@
 //! expire. Idle leases are refreshed while their TTL is in demand and
 //! revoked after [`IDLE_GRACE`] without use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -100,6 +100,9 @@ struct State {
     grants: HashMap<(String, i64), (Holder, i64)>,
     /// The grant on each lease of `grants`, to forget it in O(1).
     grant_on: HashMap<i64, (String, i64)>,
+    /// Leases a move to another lease was sent off, its outcome unknown:
+    /// that move may still arrive late, so the next renewal moves too.
+    moving_off: HashSet<i64>,
 }
 
 struct Shared {
@@ -242,7 +245,19 @@ impl Leases {
         if let Some(grant) = state.grant_on.remove(&id) {
             state.grants.remove(&grant);
         }
+        state.moving_off.remove(&id);
         state.in_use.remove(&id)
+    }
+
+    /// A move of a key off lease `id` was sent and its outcome is unknown.
+    pub fn moving_off(&self, id: i64) {
+        self.state().moving_off.insert(id);
+    }
+
+    /// Whether a move off lease `id` may still arrive late: then a renewal
+    /// must not just refresh it (see `refresh.rs`).
+    pub fn is_moving_off(&self, id: i64) -> bool {
+        self.state().moving_off.contains(&id)
     }
 
     /// Lease `id` no longer carries a grant, but its fate is not this
@@ -294,8 +309,10 @@ impl Leases {
                     in_use,
                     grants,
                     grant_on,
+                    moving_off,
                 } = &mut *state;
                 in_use.retain(|_, l| l.refreshed + Duration::from_secs(l.ttl_secs as u64) > now);
+                moving_off.retain(|lease| in_use.contains_key(lease));
                 grant_on.retain(|lease, grant| {
                     let kept = in_use.contains_key(lease);
                     if !kept {

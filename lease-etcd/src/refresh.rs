@@ -17,7 +17,14 @@ impl Client {
     /// keeping the token: `Ok(Ok)` renewed, `Ok(Err)` not the live grant
     /// (with what is). Same TTL: a keep-alive of the grant's own lease, no
     /// raft write. Another TTL: the key moves to a lease of that TTL in one
-    /// transaction.
+    /// transaction that compares the lease it moves off.
+    ///
+    /// A move whose outcome is unknown may reach etcd late, after later
+    /// renewals: had those only refreshed the same lease, the late move
+    /// would still find the key on it and set a shorter TTL than they
+    /// told (SPEC, *late requests*). So until a renewal is seen to move
+    /// the key off that lease, every renewal of it moves the key, whatever
+    /// its TTL: the late move then compares a lease the key left.
     pub(crate) async fn refresh(
         &self,
         op: Op,
@@ -49,7 +56,7 @@ impl Client {
             _ => return Ok(Err(found)),
         };
         let leases = &self.leases;
-        if lease_ttl_secs(held.ttl) == lease_ttl_secs(ttl) {
+        if lease_ttl_secs(held.ttl) == lease_ttl_secs(ttl) && !leases.is_moving_off(held.lease) {
             return match leases.refresh(held.lease).await {
                 Ok(_) => Ok(Ok(())),
                 // Expired since the read: the key goes with it.
@@ -78,7 +85,11 @@ impl Client {
                 Some(PutOptions::new().with_lease(lease.id)),
             )])
             .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        match self.attach(op, key, txn, lease, sent).await? {
+        let attached = self.attach(op, key, txn, lease, sent).await;
+        if attached.as_ref().is_err_and(LeaseError::is_indeterminate) {
+            leases.moving_off(held.lease);
+        }
+        match attached? {
             Attached::LeaseGone => Ok(Err(self.read(op, key).await?)),
             Attached::Answered(response) if response.succeeded() => {
                 // The old lease carries nothing now.

@@ -24,6 +24,9 @@ pub(crate) struct Client {
     pub channel: String,
     /// The restart quarantine in ms, as the scripts take it: 0 when off.
     pub quarantine_ms: String,
+    /// The order this store sends its renewals in (`renew.lua` applies a
+    /// renewal only if no later one of this store was applied).
+    pub renewals: lease_core::Sequencer,
 }
 
 impl Client {
@@ -36,6 +39,7 @@ impl Client {
             floor_key: format!("{{{}}}:floor", config.namespace),
             channel: channel(&config.namespace),
             quarantine_ms,
+            renewals: lease_core::Sequencer::new(),
             config,
             connection,
             scripts,

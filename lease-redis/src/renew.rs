@@ -9,7 +9,7 @@ use redis::FromRedisValue;
 use tokio::time::Instant;
 
 use crate::client::{Client, answer_each};
-use crate::reply::{Reply, fence_record, malformed};
+use crate::reply::{Answer, Reply, fence_record, malformed};
 
 /// Renewals per `renew_many` script call: a keeper's whole batch, so
 /// 10,000 leases take 20 calls, and one call holds the server for a few
@@ -21,8 +21,9 @@ impl Client {
         let key = &fence.key;
         let ttl = self.capabilities().grant_ttl(key, ttl)?;
         let (own, ttl_ms) = (fence_record(fence), ttl.as_millis().to_string());
+        let stamp = self.renewals.next().to_string();
         let sent = Instant::now();
-        let args: [&[u8]; 2] = [own.as_bytes(), ttl_ms.as_bytes()];
+        let args: [&[u8]; 3] = [own.as_bytes(), ttl_ms.as_bytes(), stamp.as_bytes()];
         let reply = self
             .run::<redis::Value>(
                 Op::Renew,
@@ -54,11 +55,14 @@ impl Client {
             return Vec::new();
         };
         let keys: Vec<String> = batch.iter().map(|(f, _)| self.record_key(&f.key)).collect();
-        let texts: Vec<[String; 2]> = batch
+        let texts: Vec<[String; 3]> = batch
             .iter()
-            .map(|(fence, ttl)| [fence_record(fence), ttl.as_millis().to_string()])
+            .map(|(fence, ttl)| {
+                let stamp = self.renewals.next().to_string();
+                [fence_record(fence), ttl.as_millis().to_string(), stamp]
+            })
             .collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(texts.len() * 2);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(texts.len() * 3);
         args.extend(texts.iter().flatten().map(String::as_bytes));
         let sent = Instant::now();
         let replies = self
@@ -80,8 +84,9 @@ impl Client {
     }
 }
 
-/// What a renew reply means for `fence`: 1 renewed, 0 free, else a
-/// `held` reply.
+/// What a renew reply means for `fence`: 1 renewed, 0 free, `kept` live
+/// but renewed already by a later request of this store (the grant lasts
+/// at least its time left from `sent`), else a `held` reply.
 fn renewed(
     fence: &Fence,
     ttl: Duration,
@@ -95,9 +100,12 @@ fn renewed(
             let reply = Vec::<Vec<u8>>::from_redis_value(other)
                 .map(Reply)
                 .map_err(|e| malformed(Op::Renew, &fence.key, e.to_string()))?;
-            reply
-                .decode(Op::Renew, &fence.key)?
-                .current(Op::Renew, &fence.key)?
+            match reply.decode(Op::Renew, &fence.key)? {
+                Answer::Kept { remaining } => {
+                    return Ok(Grant::new(fence.clone(), remaining, sent, false));
+                }
+                answer => answer.current(Op::Renew, &fence.key)?,
+            }
         }
     };
     Err(LeaseError::lost(fence, current))

@@ -44,6 +44,9 @@ pub(crate) enum Answer {
         token: FencingToken,
         remaining: Duration,
     },
+    /// `kept REMAINING_US`: a renewal that changed nothing, a later one of
+    /// the same store having been applied; the grant has that much left.
+    Kept { remaining: Duration },
     /// `quarantined REMAINING_US`: no grant until the restart quarantine ends.
     Quarantined { remaining: Duration },
     /// `free`: no live grant.
@@ -108,6 +111,9 @@ impl Reply {
                     .map_err(|e| format!("stored holder is invalid: {e}"))?,
                 token: FencingToken(self.number(3)?),
                 remaining: micros(4)?,
+            },
+            b"kept" => Answer::Kept {
+                remaining: micros(1)?,
             },
             b"quarantined" => Answer::Quarantined {
                 remaining: micros(1)?,
@@ -247,6 +253,12 @@ mod tests {
                     holder,
                     token: FencingToken(7),
                     remaining: Duration::from_micros(1500),
+                },
+            ),
+            (
+                vec!["kept", "2500"],
+                Answer::Kept {
+                    remaining: Duration::from_micros(2500),
                 },
             ),
             (

@@ -125,7 +125,7 @@ mod tests {
         let renew_many = script_source("renew_many").unwrap();
         for name in [
             "renew_one",
-            "is_own",
+            "own_value",
             "read_record",
             "get_string",
             "held",

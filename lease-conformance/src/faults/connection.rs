@@ -91,7 +91,9 @@ async fn requests(
     let mut client_open = true;
     loop {
         let now = *fault.borrow_and_update();
-        if !now.holds_requests() {
+        let holds =
+            |now: Fault| now.holds_requests(shared.requests_since_set.load(Ordering::Relaxed));
+        if !holds(now) {
             let waiting = std::mem::take(&mut *held.lock().unwrap());
             if !waiting.is_empty() {
                 if !forward(shared, server_write, &waiting, now).await {
@@ -113,7 +115,7 @@ async fn requests(
                 }
                 Ok(n) => {
                     let now = *fault.borrow();
-                    if now.holds_requests() {
+                    if holds(now) {
                         held.lock().unwrap().extend_from_slice(&buffer[..n]);
                     } else if !forward(shared, server_write, &buffer[..n], now).await {
                         return;
@@ -179,7 +181,10 @@ async fn replies(
                         continue;
                     }
                     Fault::DelayReplies(by) => Instant::now() + by,
-                    Fault::None | Fault::HoldRequests | Fault::LoseRepliesAfter(_) => Instant::now(),
+                    Fault::None
+                    | Fault::HoldRequests
+                    | Fault::HoldRequestsAfter(_)
+                    | Fault::LoseRepliesAfter(_) => Instant::now(),
                 };
                 if queue.send((due, buffer[..n].to_vec())).is_err() {
                     break;

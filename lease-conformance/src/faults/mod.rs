@@ -13,6 +13,7 @@
 //! | [`Fault::LoseReplies`] | forwarded | read and thrown away |
 //! | [`Fault::LoseRepliesAfter`] | forwarded | passed for the first requests, then thrown away |
 //! | [`Fault::HoldRequests`] | kept back | forwarded |
+//! | [`Fault::HoldRequestsAfter`] | forwarded for the first requests, then kept back | forwarded |
 //! | [`Fault::Freeze`] | kept back | kept back |
 //! | [`Fault::Partition`] | thrown away | thrown away |
 //!
@@ -58,6 +59,11 @@ pub enum Fault {
     LoseRepliesAfter(u32),
     /// Requests are kept back; replies are forwarded.
     HoldRequests,
+    /// Requests are forwarded while at most this many reads of requests
+    /// have been forwarded since the fault was set, and kept back after;
+    /// replies are forwarded: the last step of a call of several round
+    /// trips is the one kept back.
+    HoldRequestsAfter(u32),
     /// Both directions are kept back, as by a paused server.
     Freeze,
     /// Both directions are thrown away; new connections never reach the
@@ -66,8 +72,14 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn holds_requests(self) -> bool {
-        matches!(self, Fault::HoldRequests | Fault::Freeze)
+    /// Whether requests read now are kept back, `forwarded` reads of
+    /// requests having gone to the server since the fault was set.
+    fn holds_requests(self, forwarded: u64) -> bool {
+        match self {
+            Fault::HoldRequests | Fault::Freeze => true,
+            Fault::HoldRequestsAfter(passed) => forwarded >= u64::from(passed),
+            _ => false,
+        }
     }
 }
 
@@ -187,8 +199,9 @@ impl FaultProxy {
     }
 
     /// Resets the client side of every connection and hands over the
-    /// requests kept back ([`Fault::HoldRequests`] or [`Fault::Freeze`]),
-    /// one [`Late`] per connection that held any, still unsent on its old
+    /// requests kept back (by [`Fault::HoldRequests`], its `After` form or
+    /// [`Fault::Freeze`]), one [`Late`] per connection that held any,
+    /// still unsent on its old
     /// server connection. Forwards everything from now on: the store
     /// reconnects and goes on while the late requests wait.
     pub async fn cut_held(&self) -> Vec<Late> {

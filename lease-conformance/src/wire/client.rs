@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::order::RenewalOrder;
 use super::{ANSWERS, Answer, JOBS, Job, NEXT_ID, Waiting};
 
 /// The client side: a [`LeaseStore`] whose every call crosses the wire.
@@ -28,6 +29,9 @@ pub struct WireStore {
     /// Calls waiting for their reply: id → (connection, waker).
     waiting: Arc<Mutex<Waiting>>,
     generation: AtomicU64,
+    /// Renewals stamped and applied in the order sent, unless the wire
+    /// was built without ([`super::Wire::unordered`]).
+    order: Option<Arc<RenewalOrder>>,
 }
 
 struct Connection {
@@ -62,7 +66,15 @@ impl WireStore {
             connection: Arc::default(),
             waiting: Arc::default(),
             generation: AtomicU64::new(0),
+            order: Some(Arc::default()),
         }
+    }
+
+    /// The same client, its renewals applied in whatever order they reach
+    /// the server.
+    pub(super) fn unordered(mut self) -> Self {
+        self.order = None;
+        self
     }
 
     /// Runs `job` on the server's store, within `limit`.
@@ -226,8 +238,15 @@ impl LeaseStore for WireStore {
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
         let sent = Instant::now();
         let f = fence.clone();
+        let order = self.order.clone();
+        let stamp = order.as_ref().map(|order| order.stamp());
         let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
-            Box::pin(async move { s.renew(&f, ttl).await })
+            Box::pin(async move {
+                match (order, stamp) {
+                    (Some(order), Some(stamp)) => order.renew(&s, &f, ttl, stamp).await,
+                    _ => s.renew(&f, ttl).await,
+                }
+            })
         };
         let grant = self
             .call(Op::Renew, &fence.key, self.call_timeout, job)
@@ -240,9 +259,27 @@ impl LeaseStore for WireStore {
             return Vec::new();
         };
         let sent = Instant::now();
-        let batch = renewals.to_vec();
+        let order = self.order.clone();
+        let batch: Vec<_> = renewals
+            .iter()
+            .map(|(fence, ttl)| (fence.clone(), *ttl, order.as_ref().map(|o| o.stamp())))
+            .collect();
         let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
-            Box::pin(async move { s.renew_many(&batch).await })
+            Box::pin(async move {
+                match order {
+                    Some(order) => {
+                        let stamped: Vec<_> = batch
+                            .into_iter()
+                            .filter_map(|(fence, ttl, stamp)| Some((fence, ttl, stamp?)))
+                            .collect();
+                        order.renew_many(&s, &stamped).await
+                    }
+                    None => {
+                        let plain: Vec<_> = batch.into_iter().map(|(f, t, _)| (f, t)).collect();
+                        s.renew_many(&plain).await
+                    }
+                }
+            })
         };
         match self
             .call(Op::Renew, &first.key, self.call_timeout, job)

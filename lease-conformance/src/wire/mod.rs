@@ -13,9 +13,13 @@
 //! its timeout, or whose connection breaks, ends with an error whose
 //! outcome is unknown. Grants are dated from the client's send instant,
 //! as [`Rule::DeadlinesNeverOverlap`](lease_core::Rule::DeadlinesNeverOverlap)
-//! asks of every store.
+//! asks of every store. Renewals carry their client's send order and are
+//! applied in it (`order.rs`, [`lease_core::Stamp`]), as
+//! [`Rule::LateRequestsAreHarmless`](lease_core::Rule::LateRequestsAreHarmless)
+//! asks of a store whose requests can arrive late.
 
 mod client;
+mod order;
 mod server;
 
 use std::any::Any;
@@ -47,6 +51,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Wire {
     store: DynLeaseStore,
     server: tokio::sync::OnceCell<WireServer>,
+    ordered: bool,
 }
 
 impl std::fmt::Debug for Wire {
@@ -63,6 +68,18 @@ impl Wire {
         Self {
             store,
             server: tokio::sync::OnceCell::new(),
+            ordered: true,
+        }
+    }
+
+    /// `store` served without renewal stamps: a renewal the network
+    /// delivers late is applied as it arrives, after later ones, as a
+    /// backend that does not order its clients' renewals would
+    /// ([`lease_core::Stamp`]). For showing that the fault cases catch it.
+    pub fn unordered(store: DynLeaseStore) -> Self {
+        Self {
+            ordered: false,
+            ..Self::new(store)
         }
     }
 
@@ -80,11 +97,12 @@ impl Wire {
 
     /// A client reaching the store at `address`.
     pub fn store_through(&self, address: &str, call_timeout: Duration) -> DynLeaseStore {
-        Arc::new(WireStore::new(
-            address,
-            self.store.capabilities(),
-            call_timeout,
-        ))
+        let client = WireStore::new(address, self.store.capabilities(), call_timeout);
+        if self.ordered {
+            Arc::new(client)
+        } else {
+            Arc::new(client.unordered())
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 -- calls (src/scripts.rs), so a paragraph defines one function.
 --
 -- A lease record is one string: 'v3', holder id, incarnation and fencing
--- token, joined by newlines (holder parts hold no control characters).
--- Redis drops the key when the grant ends, so a record exists exactly
--- while its grant is live: the server's own expiry clock decides, and a
--- renewal is a `GET` that compares text and a `PEXPIRE`. A release deletes
--- the record.
+-- token, joined by newlines (holder parts hold no control characters);
+-- once renewed, a fifth line holds the stamp of the last renewal applied
+-- (ORIGIN:SEQ, lease_core::Stamp). Redis drops the key when the grant
+-- ends, so a record exists exactly while its grant is live: the server's
+-- own expiry clock decides, and a renewal is a `GET` that compares text
+-- and a `SET ... PX`. A release deletes the record.
 --
 -- Each namespace has one token floor key (`{ns}:floor`) holding the
 -- highest token handed out in it; a fresh grant's token is above the
@@ -41,6 +42,10 @@ end
 local function parse_record(key, value)
   local holder, incarnation, token_text =
     string.match(value, '^v3\n([^\n]+)\n([^\n]+)\n(%d+)$')
+  if not holder then
+    holder, incarnation, token_text =
+      string.match(value, '^v3\n([^\n]+)\n([^\n]+)\n(%d+)\n%x+:%d+$')
+  end
   local token = tonumber(token_text)
   if not holder or not token or token < 1 then
     return 'not a lease record'
@@ -84,17 +89,38 @@ local function string_kind(key)
   return kind == 'none' or kind == 'string', kind
 end
 
--- Whether the value at key is `own`, the fence's record as the client
--- writes it: then the fence holds the live grant. Nothing is parsed.
-local function is_own(key, own)
-  return redis.pcall('GET', key) == own
+-- The value at key when it is `own`, the fence's record as the client
+-- writes it (followed by a renewal's stamp, once renewed): then the fence
+-- holds the live grant. Else false. Nothing is parsed.
+local function own_value(key, own)
+  local value = redis.pcall('GET', key)
+  if value == own or (type(value) == 'string' and string.sub(value, 1, #own + 1) == own .. '\n') then
+    return value
+  end
+  return false
 end
 
--- Extends the fence's live grant to end ttl_ms from now: 1, or
--- held(record) / 0 (free) when the fence is not the live grant.
-local function renew_one(key, own, ttl_ms)
-  if is_own(key, own) then
-    redis.call('PEXPIRE', key, ttl_ms)
+local function is_own(key, own)
+  return own_value(key, own) ~= false
+end
+
+-- Sets the fence's live grant to end ttl_ms from now, and keeps `stamp`,
+-- the renewal's place in its store's order, with it: 1. A renewal sent
+-- before one of the same store already applied (same origin, lower SEQ)
+-- changes nothing: {'kept', µs left}. held(record) / 0 (free) when the
+-- fence is not the live grant.
+local function renew_one(key, own, ttl_ms, stamp)
+  local value = own_value(key, own)
+  if value then
+    local origin, seq = string.match(stamp, '^(%x+):(%d+)$')
+    if not origin then
+      return redis.error_reply('renew: the stamp ' .. stamp .. ' is not ORIGIN:SEQ')
+    end
+    local applied_origin, applied_seq = string.match(string.sub(value, #own + 2), '^(%x+):(%d+)$')
+    if origin == applied_origin and tonumber(seq) < tonumber(applied_seq) then
+      return { 'kept', fmt(redis.call('PTTL', key) * 1000) }
+    end
+    redis.call('SET', key, own .. '\n' .. stamp, 'PX', ttl_ms)
     return 1
   end
   local record = read_record(key)

@@ -144,6 +144,74 @@ cases! {
         Ok(())
     }
 
+    /// A renewal with a short TTL that the network delivers late — after the store gave up on it, reconnected and renewed for longer — never ends the grant before the deadline that later renewal told: a backend applies one store's renewals in the order they were sent (`lease_core::Stamp`), not in the order they arrive.
+    #[needs(Network)]
+    #[rule(LateRequestsAreHarmless, RenewExtendsTheLiveGrant)]
+    async fn a_late_renewal_never_shortens_a_grant_its_holder_was_told_of(s) {
+        let net = network(s).await?;
+        let a = holder("a", "1");
+        let longer = net.ttl * 4;
+        // Held from the first request on, then from the second and third:
+        // a renewal of a read and a write is late only in its write.
+        let mut late_delivered = false;
+        for (rung, fault) in [Fault::HoldRequests, Fault::HoldRequestsAfter(1), Fault::HoldRequestsAfter(2)].into_iter().enumerate() {
+            let k = key(&format!("faults/late-renewal/{rung}"));
+            net.ready(&k).await?;
+            let first = acquire(&*net.a, &k, &a, longer).await?;
+            let fence = &first.value.fence;
+            net.proxy.set(fault);
+            let held = net.a.renew(fence, net.ttl).await;
+            if held.is_ok() {
+                net.proxy.heal();
+                continue; // the whole renewal got through: nothing held
+            }
+            unknown_outcome("a renewal whose request was held", held)?;
+            let late = net.proxy.cut_held().await;
+            if late.is_empty() {
+                continue;
+            }
+            // The store reconnects and renews for four TTLs: its holder is
+            // told the grant lasts until `sent + 4 TTL`.
+            let sent = Instant::now();
+            let renewed = match settled(net.ttl, || net.a.renew(fence, longer)).await? {
+                Ok(grant) => grant,
+                Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant after a reconnect gave {e}"), Instant::now(), first.sent + longer)),
+            };
+            let told = renewed.deadline.min(sent + longer);
+            let mut answered = false;
+            for request in late {
+                answered |= request.deliver(net.ttl).await;
+            }
+            let delivered = Instant::now();
+            if !answered {
+                continue; // the server never took the late request up
+            }
+            late_delivered = true;
+            // Had the late renewal set the grant's end, it would be over by now.
+            let shortened_end = delivered + net.ttl + net.timing.slack + Duration::from_millis(50);
+            s.before("the check after the late renewal's own TTL", shortened_end, told)?;
+            tokio::time::sleep_until(shortened_end).await;
+            let checked = Instant::now();
+            match s.store.claim(&k, &holder("rival", "1"), net.ttl).await? {
+                Claim::Busy(record) => ensure!(record.fence() == *fence, "{k} is held by {record:?}, not by {fence}"),
+                Claim::Acquired(grant) => {
+                    return Err(s.broken_unless_late(
+                        &format!(
+                            "a renewal for {:?} sent before one for {longer:?} and delivered late at {} ended the grant: the other client was granted {} at {}, before the deadline {} the later renewal, sent at {}, had told",
+                            net.ttl, s.at(delivered), grant.fence, s.at(checked), s.at(told), s.at(sent)
+                        ),
+                        Instant::now(),
+                        told,
+                    ));
+                }
+            }
+        }
+        if !late_delivered {
+            return Err(CaseError::Starved("no held renewal reached the server late: the fault could not be made to happen".into()));
+        }
+        Ok(())
+    }
+
     /// A connection reset in the middle of batched calls (`renew_many`, claims sent together) loses no live grant: each answer is the grant or an error whose outcome is unknown, and retrying gives every holder its own grant with the same token.
     #[needs(Network)]
     #[rule(RenewManyAnswersEach, ClaimOwnGrant)]
