@@ -9,6 +9,11 @@
 //! something too slow asks how late the tickers ran over the same window:
 //! when the runner itself was that late, the measurement says nothing
 //! about the backend.
+//!
+//! Public for timing tests of one's own beside the suite: spawn
+//! [`Lag::tick_in`] on the runtime that does the work, and before calling
+//! a measurement a broken rule, ask [`Lag::worst`] whether the runner ran
+//! that late over the same window.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +32,7 @@ const KEPT: usize = 4096;
 /// How late the runner ran: the late wake-ups of its tickers. Clones share
 /// one record.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Lag {
+pub struct Lag {
     /// Late wake-ups: when a ticker woke, and how late.
     late: Arc<Mutex<Vec<(Instant, Duration)>>>,
     /// When each ticker is due next: a ticker past due now is stalled now,
@@ -39,7 +44,7 @@ impl Lag {
     /// A ticker's slot, due one tick from now: registered before the work
     /// it watches first runs, so a stall is seen even if the ticker never
     /// got to run before it.
-    pub(crate) fn register(&self) -> usize {
+    pub fn register(&self) -> usize {
         let mut dues = self.due.lock().unwrap_or_else(|p| p.into_inner());
         dues.push(Instant::now() + TICK);
         dues.len() - 1
@@ -48,7 +53,7 @@ impl Lag {
     /// Ticks forever in the slot [`Lag::register`] gave, noting its late
     /// wake-ups. Polled beside the work it watches — on the same thread — a
     /// stall of that thread shows here.
-    pub(crate) async fn tick_in(self, slot: usize) {
+    pub async fn tick_in(self, slot: usize) {
         let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner())[slot];
         loop {
             self.due.lock().unwrap_or_else(|p| p.into_inner())[slot] = due;
@@ -68,7 +73,7 @@ impl Lag {
 
     /// Runs `work` with a ticker polled in the same task, so anything that
     /// stalls the work's thread stalls the ticker too.
-    pub(crate) async fn watching<T>(&self, work: impl Future<Output = T>) -> T {
+    pub async fn watching<T>(&self, work: impl Future<Output = T>) -> T {
         let slot = self.register();
         tokio::select! {
             biased;
@@ -79,7 +84,7 @@ impl Lag {
 
     /// The latest the runner ran during `[from, to]`: the longest stall of
     /// a ticker that overlaps the window.
-    pub(crate) fn worst(&self, from: Instant, to: Instant) -> Duration {
+    pub fn worst(&self, from: Instant, to: Instant) -> Duration {
         let now = Instant::now();
         // Stalls under way: tickers past due that have not woken yet.
         let ongoing = self

@@ -86,7 +86,7 @@ pub mod faults;
 mod harness;
 pub mod history;
 mod hooks;
-mod lag;
+pub mod lag;
 mod memory;
 mod properties;
 mod runner;
