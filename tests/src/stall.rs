@@ -39,15 +39,17 @@ impl Stalled {
     /// milliseconds otherwise), no lease was lost, and the keeper never had
     /// more calls under way than its bound. Leases lost while the runner
     /// itself was starved (on both tries) say nothing about the backend:
-    /// reported as inconclusive, loudly, not as a failure.
+    /// the test ends `INCONCLUSIVE`, as a suite case does — never a pass,
+    /// never a broken rule.
     pub fn assert_survived(&self) {
-        if self.lost > 0 && self.starved() {
-            eprintln!(
-                "!!! INCONCLUSIVE: {} leases lost while this test's runtime was kept from running for up to {:?} (TTL {:?}, try {}): the machine starved the test; nothing is said about the backend. {self:?}",
-                self.lost, self.starved, self.ttl, self.tries
-            );
-            return;
-        }
+        assert!(
+            self.lost == 0 || !self.starved(),
+            "INCONCLUSIVE: {} leases lost while this test's runtime was kept from running for up to {:?} (TTL {:?}, try {}): the machine starved the test; nothing is said about the backend. {self:?}",
+            self.lost,
+            self.starved,
+            self.ttl,
+            self.tries
+        );
         assert!(
             self.stats.longest_call >= self.ttl / 12,
             "no call felt the stall: {self:?}"
@@ -174,4 +176,39 @@ pub async fn assert_shows(store: &dyn LeaseStore, lease: &HeldLease) {
         "{key} shows {record:?}, not {}",
         lease.fence()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(lost: usize, starved: Duration) -> Stalled {
+        let mut stats = KeeperStats::default();
+        stats.longest_call = Duration::from_secs(2);
+        Stalled {
+            stats,
+            lost,
+            ttl: Duration::from_secs(6),
+            starved,
+            tries: 2,
+        }
+    }
+
+    fn verdict(seen: &Stalled) -> Option<String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| seen.assert_survived()))
+            .err()
+            .map(|e| *e.downcast::<String>().expect("a formatted message"))
+    }
+
+    #[test]
+    fn losses_while_starved_are_inconclusive_and_others_fail() {
+        assert_eq!(verdict(&seen(0, Duration::from_secs(1))), None);
+        let starved = verdict(&seen(3, Duration::from_millis(500))).expect("not a pass");
+        assert!(starved.starts_with("INCONCLUSIVE"), "{starved}");
+        let broken = verdict(&seen(3, Duration::from_millis(60))).expect("not a pass");
+        assert!(
+            broken.starts_with("assertion") && broken.contains("leases lost"),
+            "{broken}"
+        );
+    }
 }
