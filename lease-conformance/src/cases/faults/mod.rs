@@ -105,43 +105,11 @@ cases! {
         if late.is_empty() {
             return Err(CaseError::Starved("the held claim was never sent, so no request could arrive late".into()));
         }
-        // The store reconnects and renews for four TTLs: its holder is
-        // told the grant lasts until `sent + 4 TTL`.
-        let longer = net.ttl * 4;
-        let sent = Instant::now();
-        let renewed = settled(net.ttl, || net.a.renew(&first.value.fence, longer)).await?;
-        let renewed = match renewed {
-            Ok(grant) => grant,
-            Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant after a reconnect gave {e}"), Instant::now(), first.sent + first.value.ttl)),
+        let fence = &first.value.fence;
+        let Some(after) = net.renew_then_deliver(s, fence, net.ttl * 4, first.sent + first.value.ttl, late).await? else {
+            return Err(CaseError::Starved("the server never answered the late claim".into()));
         };
-        let told = renewed.deadline.min(sent + longer);
-        let mut answered = false;
-        for request in late {
-            answered |= request.deliver(net.ttl).await;
-        }
-        let delivered = Instant::now();
-        if !answered {
-            return Err(CaseError::Starved(format!("the server never answered the late claim delivered at {}", s.at(delivered))));
-        }
-        // Had the late claim set the grant's end, it would be over by now.
-        let shortened_end = delivered + net.ttl + net.timing.slack + Duration::from_millis(50);
-        s.before("the check after the late claim's own TTL", shortened_end, told)?;
-        tokio::time::sleep_until(shortened_end).await;
-        let checked = Instant::now();
-        match s.store.claim(&k, &holder("rival", "1"), net.ttl).await? {
-            Claim::Busy(record) => ensure!(record.fence() == first.value.fence, "{k} is held by {record:?}, not by {}", first.value.fence),
-            Claim::Acquired(grant) => {
-                return Err(s.broken_unless_late(
-                    &format!(
-                        "a claim of a's own grant, delivered late at {}, ended it: the other client was granted {} at {}, before the deadline {} the renewal sent at {} had told",
-                        s.at(delivered), grant.fence, s.at(checked), s.at(told), s.at(sent)
-                    ),
-                    Instant::now(),
-                    told,
-                ));
-            }
-        }
-        Ok(())
+        net.not_shortened(s, fence, "a claim of a's own grant", &after).await
     }
 
     /// A renewal with a short TTL that the network delivers late — after the store gave up on it, reconnected and renewed for longer — never ends the grant before the deadline that later renewal told: a backend applies one store's renewals in the order they were sent (`lease_core::Stamp`), not in the order they arrive.
@@ -170,41 +138,12 @@ cases! {
             if late.is_empty() {
                 continue;
             }
-            // The store reconnects and renews for four TTLs: its holder is
-            // told the grant lasts until `sent + 4 TTL`.
-            let sent = Instant::now();
-            let renewed = match settled(net.ttl, || net.a.renew(fence, longer)).await? {
-                Ok(grant) => grant,
-                Err(e) => return Err(s.broken_unless_late(&format!("renewing the live grant after a reconnect gave {e}"), Instant::now(), first.sent + longer)),
-            };
-            let told = renewed.deadline.min(sent + longer);
-            let mut answered = false;
-            for request in late {
-                answered |= request.deliver(net.ttl).await;
-            }
-            let delivered = Instant::now();
-            if !answered {
+            let Some(after) = net.renew_then_deliver(s, fence, longer, first.sent + longer, late).await? else {
                 continue; // the server never took the late request up
-            }
+            };
             late_delivered = true;
-            // Had the late renewal set the grant's end, it would be over by now.
-            let shortened_end = delivered + net.ttl + net.timing.slack + Duration::from_millis(50);
-            s.before("the check after the late renewal's own TTL", shortened_end, told)?;
-            tokio::time::sleep_until(shortened_end).await;
-            let checked = Instant::now();
-            match s.store.claim(&k, &holder("rival", "1"), net.ttl).await? {
-                Claim::Busy(record) => ensure!(record.fence() == *fence, "{k} is held by {record:?}, not by {fence}"),
-                Claim::Acquired(grant) => {
-                    return Err(s.broken_unless_late(
-                        &format!(
-                            "a renewal for {:?} sent before one for {longer:?} and delivered late at {} ended the grant: the other client was granted {} at {}, before the deadline {} the later renewal, sent at {}, had told",
-                            net.ttl, s.at(delivered), grant.fence, s.at(checked), s.at(told), s.at(sent)
-                        ),
-                        Instant::now(),
-                        told,
-                    ));
-                }
-            }
+            let what = format!("a renewal for {:?} sent before one for {longer:?}", net.ttl);
+            net.not_shortened(s, fence, &what, &after).await?;
         }
         if !late_delivered {
             return Err(CaseError::Starved("no held renewal reached the server late: the fault could not be made to happen".into()));

@@ -9,8 +9,18 @@ use tokio::time::Instant;
 
 use crate::cases::hook_failed;
 use crate::check::{holder, key};
-use crate::faults::{Fault, FaultProxy};
+use crate::faults::{Fault, FaultProxy, Late};
 use crate::{CaseError, Hook, Subject, Timing, ensure};
+
+/// Late requests delivered after a later renewal ([`Net::renew_then_deliver`]).
+pub(super) struct Delivered {
+    /// When the later renewal was sent.
+    sent: Instant,
+    /// The deadline it told.
+    told: Instant,
+    /// When the late requests were delivered.
+    at: Instant,
+}
 
 /// A store through a fault proxy, beside the subject's direct one.
 pub(crate) struct Net {
@@ -132,6 +142,80 @@ impl Net {
     pub(super) async fn ready(&self, k: &LeaseKey) -> Result<(), CaseError> {
         settled(self.ttl * 2, || self.a.inspect(k)).await??;
         Ok(())
+    }
+
+    /// After requests kept back were cut off (`late`): the store
+    /// reconnects and renews `fence` for `longer` — its holder told the
+    /// grant lasts until `sent + longer` — then the late requests reach
+    /// the server on their old connections. `None` when the server took
+    /// none of them up. A renewal refused is a broken rule unless the
+    /// grant could have ended by `ends_by`.
+    pub(super) async fn renew_then_deliver(
+        &self,
+        s: &Subject,
+        fence: &Fence,
+        longer: Duration,
+        ends_by: Instant,
+        late: Vec<Late>,
+    ) -> Result<Option<Delivered>, CaseError> {
+        let sent = Instant::now();
+        let renewed = match settled(self.ttl, || self.a.renew(fence, longer)).await? {
+            Ok(grant) => grant,
+            Err(e) => {
+                let what = format!("renewing the live grant after a reconnect gave {e}");
+                return Err(s.broken_unless_late(&what, Instant::now(), ends_by));
+            }
+        };
+        let mut answered = false;
+        for request in late {
+            answered |= request.deliver(self.ttl).await;
+        }
+        Ok(answered.then(|| Delivered {
+            sent,
+            told: renewed.deadline.min(sent + longer),
+            at: Instant::now(),
+        }))
+    }
+
+    /// That `fence`'s grant outlived `what`, a request of this case's TTL
+    /// delivered late: once that TTL (and the slack) from its delivery has
+    /// passed — still inside the deadline the later renewal told — the
+    /// other client is refused the key.
+    pub(super) async fn not_shortened(
+        &self,
+        s: &Subject,
+        fence: &Fence,
+        what: &str,
+        late: &Delivered,
+    ) -> Result<(), CaseError> {
+        let k = &fence.key;
+        // Had the late request set the grant's end, it would be over by now.
+        let shortened_end = late.at + self.ttl + self.timing.slack + Duration::from_millis(50);
+        s.before(
+            "the check after the late request's own TTL",
+            shortened_end,
+            late.told,
+        )?;
+        tokio::time::sleep_until(shortened_end).await;
+        let checked = Instant::now();
+        match s.store.claim(k, &holder("rival", "1"), self.ttl).await? {
+            Claim::Busy(record) => {
+                ensure!(record.fence() == *fence, "{k} is held by {record:?}, not by {fence}");
+                Ok(())
+            }
+            Claim::Acquired(grant) => Err(s.broken_unless_late(
+                &format!(
+                    "{what}, delivered late at {}, ended the grant: the other client was granted {} at {}, before the deadline {} the renewal sent at {} had told",
+                    s.at(late.at),
+                    grant.fence,
+                    s.at(checked),
+                    s.at(late.told),
+                    s.at(late.sent)
+                ),
+                Instant::now(),
+                late.told,
+            )),
+        }
     }
 
     /// What the direct client sees at `k`: a grant of `expected`, or the
