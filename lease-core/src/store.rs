@@ -252,6 +252,9 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Extends the grant `fence` proves by `ttl` from now, keeping its token.
     /// Never revives an expired grant, even if nobody claimed the key since.
+    /// A renewal that reaches the server after a later one of the same
+    /// store was applied changes nothing and answers the grant's time left
+    /// (a network backend orders them by [`Stamp`](crate::Stamp)).
     /// Keeps [`Rule::RenewExtendsTheLiveGrant`] and
     /// [`Rule::RenewRefusesAllElse`].
     ///
