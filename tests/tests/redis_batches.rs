@@ -128,17 +128,26 @@ async fn claims_of_many_keys_at_once_share_calls_and_each_gets_its_own_fresh_gra
     }
 
     // Released at once, each by its own fence: each reports its release
-    // and every key is free after.
-    let start = Arc::new(Barrier::new(fences.len()));
-    let releases = fences.iter().cloned().map(|fence| {
-        let (store, start) = (store.clone(), start.clone());
-        tokio::spawn(async move {
-            start.wait().await;
-            store.release(&fence).await.expect("release")
-        })
-    });
-    let (released, [.., releases_sent, release_calls]) =
-        counted(&store, futures::future::join_all(releases)).await;
+    // and every key is free after. The tasks start inside the counted
+    // window: started before it, they could send releases uncounted.
+    let releases = {
+        let (store, fences) = (store.clone(), fences.clone());
+        async move {
+            let start = Arc::new(Barrier::new(fences.len()));
+            let releases: Vec<_> = fences
+                .into_iter()
+                .map(|fence| {
+                    let (store, start) = (store.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store.release(&fence).await.expect("release")
+                    })
+                })
+                .collect();
+            futures::future::join_all(releases).await
+        }
+    };
+    let (released, [.., releases_sent, release_calls]) = counted(&store, releases).await;
     assert_eq!(releases_sent, 64);
     assert!(release_calls < 64, "no release call was shared");
     assert!(
