@@ -50,15 +50,15 @@ impl Stalled {
             self.ttl,
             self.tries
         );
-        assert!(
-            self.stats.longest_call >= self.ttl / 12,
-            "no call felt the stall: {self:?}"
-        );
         assert_eq!(
             self.lost,
             0,
             "leases lost that did not have to be, the runtime never kept from running for {:?} or more: {self:?}",
             self.ttl / 12
+        );
+        assert!(
+            self.stats.longest_call >= self.ttl / 12,
+            "no call felt the stall: {self:?}"
         );
         assert!(
             self.stats.most_calls_in_flight <= lease_core::MAX_IN_FLIGHT,
@@ -119,12 +119,21 @@ where
     // Two renewal periods of steady state, then the stall.
     tokio::time::sleep(ttl * 2 / 3).await;
     let before = leaser.stats();
-    assert_eq!(before.held, n, "{before:?}");
-    assert_eq!(
-        before.lost_deadline + before.lost_refused,
-        0,
-        "lost before the stall: {before:?}"
-    );
+    if before.held != n {
+        // Lost in the steady state, before any stall: judged like losses
+        // after it — a starved runtime makes it inconclusive.
+        eprintln!("lost before the stall: {before:?}");
+        let lost = leases.iter().filter(|l| l.is_lost()).count();
+        let starved = lag.worst(from, Instant::now());
+        release_all(leases).await;
+        return Stalled {
+            stats: before,
+            lost,
+            ttl,
+            starved,
+            tries: 1,
+        };
+    }
     stall(ttl / 3).await;
     let stalled = Instant::now();
     tokio::time::sleep(ttl / 3).await;
@@ -135,11 +144,7 @@ where
     let lost = leases.iter().filter(|l| l.is_lost()).count();
     let starved = lag.worst(from, Instant::now());
     eprintln!("the runtime was kept from running for up to {starved:?}");
-    futures::stream::iter(leases)
-        .for_each_concurrent(64, |lease| async move {
-            let _ = lease.release().await;
-        })
-        .await;
+    release_all(leases).await;
     Stalled {
         stats,
         lost,
@@ -147,6 +152,14 @@ where
         starved,
         tries: 1,
     }
+}
+
+async fn release_all(leases: Vec<HeldLease>) {
+    futures::stream::iter(leases)
+        .for_each_concurrent(64, |lease| async move {
+            let _ = lease.release().await;
+        })
+        .await;
 }
 
 /// Acquires `prefix/0` … `prefix/{n-1}` with `leaser`, 64 claims at a time;
