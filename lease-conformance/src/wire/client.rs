@@ -29,9 +29,9 @@ pub struct WireStore {
     /// Calls waiting for their reply: id → (connection, waker).
     waiting: Arc<Mutex<Waiting>>,
     generation: AtomicU64,
-    /// Renewals stamped and applied in the order sent, unless the wire
+    /// Renewals stamped, and applied in the order sent unless the wire
     /// was built without ([`super::Wire::unordered`]).
-    order: Option<Arc<RenewalOrder>>,
+    order: Arc<RenewalOrder>,
 }
 
 struct Connection {
@@ -66,14 +66,14 @@ impl WireStore {
             connection: Arc::default(),
             waiting: Arc::default(),
             generation: AtomicU64::new(0),
-            order: Some(Arc::default()),
+            order: Arc::new(RenewalOrder::new(true)),
         }
     }
 
     /// The same client, its renewals applied in whatever order they reach
     /// the server.
     pub(super) fn unordered(mut self) -> Self {
-        self.order = None;
+        self.order = Arc::new(RenewalOrder::new(false));
         self
     }
 
@@ -239,14 +239,9 @@ impl LeaseStore for WireStore {
         let sent = Instant::now();
         let f = fence.clone();
         let order = self.order.clone();
-        let stamp = order.as_ref().map(|order| order.stamp());
+        let stamp = order.stamp();
         let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
-            Box::pin(async move {
-                match (order, stamp) {
-                    (Some(order), Some(stamp)) => order.renew(&s, &f, ttl, stamp).await,
-                    _ => s.renew(&f, ttl).await,
-                }
-            })
+            Box::pin(async move { order.renew(&s, &f, ttl, stamp).await })
         };
         let grant = self
             .call(Op::Renew, &fence.key, self.call_timeout, job)
@@ -262,24 +257,10 @@ impl LeaseStore for WireStore {
         let order = self.order.clone();
         let batch: Vec<_> = renewals
             .iter()
-            .map(|(fence, ttl)| (fence.clone(), *ttl, order.as_ref().map(|o| o.stamp())))
+            .map(|(fence, ttl)| (fence.clone(), *ttl, order.stamp()))
             .collect();
         let job = move |s: DynLeaseStore| -> BoxFuture<'static, _> {
-            Box::pin(async move {
-                match order {
-                    Some(order) => {
-                        let stamped: Vec<_> = batch
-                            .into_iter()
-                            .filter_map(|(fence, ttl, stamp)| Some((fence, ttl, stamp?)))
-                            .collect();
-                        order.renew_many(&s, &stamped).await
-                    }
-                    None => {
-                        let plain: Vec<_> = batch.into_iter().map(|(f, t, _)| (f, t)).collect();
-                        s.renew_many(&plain).await
-                    }
-                }
-            })
+            Box::pin(async move { order.renew_many(&s, &batch).await })
         };
         match self
             .call(Op::Renew, &first.key, self.call_timeout, job)

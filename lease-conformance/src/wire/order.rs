@@ -12,14 +12,32 @@ use lease_core::{DynLeaseStore, Fence, Grant, LeaseError, Op, Sequencer, Stamp};
 use tokio::time::Instant;
 
 /// One client's renewal order: its sequencer, and per fence the stamp of
-/// the last renewal of it the server applied.
-#[derive(Debug, Default)]
+/// the last renewal of it the server applied. Unenforced, stale renewals
+/// are applied as they arrive ([`super::Wire::unordered`]).
+#[derive(Debug)]
 pub(super) struct RenewalOrder {
     sequencer: Sequencer,
     applied: tokio::sync::Mutex<HashMap<Fence, Stamp>>,
+    enforced: bool,
 }
 
 impl RenewalOrder {
+    pub fn new(enforced: bool) -> Self {
+        Self {
+            sequencer: Sequencer::new(),
+            applied: tokio::sync::Mutex::default(),
+            enforced,
+        }
+    }
+
+    /// Whether a renewal of `fence` stamped `stamp` is to change nothing.
+    fn stale(&self, applied: &HashMap<Fence, Stamp>, fence: &Fence, stamp: &Stamp) -> bool {
+        self.enforced
+            && applied
+                .get(fence)
+                .is_some_and(|last| stamp.is_stale_after(last))
+    }
+
     /// The stamp of a renewal about to be sent.
     pub fn stamp(&self) -> Stamp {
         self.sequencer.next()
@@ -34,10 +52,7 @@ impl RenewalOrder {
         stamp: Stamp,
     ) -> Result<Grant, LeaseError> {
         let mut applied = self.applied.lock().await;
-        if applied
-            .get(fence)
-            .is_some_and(|last| stamp.is_stale_after(last))
-        {
+        if self.stale(&applied, fence, &stamp) {
             return kept(store, fence).await;
         }
         let answer = store.renew(fence, ttl).await;
@@ -58,10 +73,7 @@ impl RenewalOrder {
         let mut answers: Vec<Option<Result<Grant, LeaseError>>> = Vec::with_capacity(batch.len());
         let mut current = Vec::new();
         for (i, (fence, ttl, stamp)) in batch.iter().enumerate() {
-            if applied
-                .get(fence)
-                .is_some_and(|last| stamp.is_stale_after(last))
-            {
+            if self.stale(&applied, fence, stamp) {
                 answers.push(Some(kept(store, fence).await));
             } else {
                 answers.push(None);
