@@ -23,6 +23,11 @@ pub struct Stalled {
     /// The longest this process's runtime was kept from running during
     /// the try ([`Lag`]): the machine starving the test, not the backend.
     pub starved: Duration,
+    /// For leases lost before the stall: the slowest renewal call until
+    /// then. No fault is injected yet, so a call that slow was slowed by
+    /// the machine (the server or this process short of CPU), which
+    /// starves the test as surely as a runtime kept from running.
+    pub slow_before: Duration,
     /// Tries made: a second, with twice the TTL, after a first that lost
     /// leases while starved.
     pub tries: u32,
@@ -32,7 +37,7 @@ impl Stalled {
     /// Whether the runner was starved enough to lose leases by itself: a
     /// stall of a twelfth of the TTL eats most of a renewal's margin.
     fn starved(&self) -> bool {
-        self.starved >= self.ttl / 12
+        self.starved.max(self.slow_before) >= self.ttl / 12
     }
 
     /// Asserts the stall was felt (a renewal call waited on it; they take
@@ -44,16 +49,17 @@ impl Stalled {
     pub fn assert_survived(&self) {
         assert!(
             self.lost == 0 || !self.starved(),
-            "INCONCLUSIVE: {} leases lost while this test's runtime was kept from running for up to {:?} (TTL {:?}, try {}): the machine starved the test; nothing is said about the backend. {self:?}",
+            "INCONCLUSIVE: {} leases lost while this test's runtime was kept from running for up to {:?}, or before any fault with renewal calls as slow as {:?} (TTL {:?}, try {}): the machine starved the test; nothing is said about the backend. {self:?}",
             self.lost,
             self.starved,
+            self.slow_before,
             self.ttl,
             self.tries
         );
         assert_eq!(
             self.lost,
             0,
-            "leases lost that did not have to be, the runtime never kept from running for {:?} or more: {self:?}",
+            "leases lost that did not have to be, the runtime never kept from running for {:?} or more, nor a call that slow before the stall: {self:?}",
             self.ttl / 12
         );
         assert!(
@@ -89,9 +95,10 @@ where
     let mut seen = try_once(&store, n, ttl, &lag, &stall, &resume).await;
     if seen.lost > 0 && seen.starved() {
         eprintln!(
-            "{} leases lost while the runtime was starved for {:?}: trying again with a TTL of {:?}",
+            "{} leases lost while the runtime was starved for {:?} (calls before the stall: up to {:?}): trying again with a TTL of {:?}",
             seen.lost,
             seen.starved,
+            seen.slow_before,
             ttl * 2
         );
         seen = try_once(&store, n, ttl * 2, &lag, &stall, &resume).await;
@@ -121,12 +128,14 @@ where
     let before = leaser.stats();
     if before.held != n {
         // Lost in the steady state, before any stall: judged like losses
-        // after it — a starved runtime makes it inconclusive.
+        // after it — a starved runtime, or renewal calls slowed by the
+        // machine with no fault injected, make it inconclusive.
         eprintln!("lost before the stall: {before:?}");
         let lost = leases.iter().filter(|l| l.is_lost()).count();
         let starved = lag.worst(from, Instant::now());
         release_all(leases).await;
         return Stalled {
+            slow_before: before.longest_call,
             stats: before,
             lost,
             ttl,
@@ -150,6 +159,7 @@ where
         lost,
         ttl,
         starved,
+        slow_before: Duration::ZERO,
         tries: 1,
     }
 }
@@ -203,6 +213,7 @@ mod tests {
             lost,
             ttl: Duration::from_secs(6),
             starved,
+            slow_before: Duration::ZERO,
             tries: 2,
         }
     }
@@ -217,6 +228,13 @@ mod tests {
     fn losses_while_starved_are_inconclusive_and_others_fail() {
         assert_eq!(verdict(&seen(0, Duration::from_secs(1))), None);
         let starved = verdict(&seen(3, Duration::from_millis(500))).expect("not a pass");
+        assert!(starved.starts_with("INCONCLUSIVE"), "{starved}");
+        // Lost before the stall with calls slowed by the machine.
+        let slow = Stalled {
+            slow_before: Duration::from_millis(900),
+            ..seen(3, Duration::from_millis(60))
+        };
+        let starved = verdict(&slow).expect("not a pass");
         assert!(starved.starts_with("INCONCLUSIVE"), "{starved}");
         let broken = verdict(&seen(3, Duration::from_millis(60))).expect("not a pass");
         assert!(
