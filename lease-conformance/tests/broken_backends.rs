@@ -164,6 +164,12 @@ flaws! {
     KeepsAliveAfterCutOff => a_grant_kept_alive_after_a_cut_off_claim_is_caught: ["a_claim_whose_reply_is_lost_ends_by_the_servers_clock"];
     /// A batch renewal cut by a reset answers every fence as lost.
     BatchCutSaysLost => a_cut_batch_calling_grants_lost_is_caught: ["a_reset_in_the_middle_of_a_batch_loses_no_live_grant"];
+    /// Renewals push a grant's end out by what the client works out it
+    /// needs (`ends = ends + extension`, as an SQL `UPDATE` would), and the
+    /// client sends a renewal whose reply was lost again on a new
+    /// connection: the server applies both, and the extension counts
+    /// twice.
+    RetriedRenewalCountedTwice => a_retried_renewal_counted_twice_is_caught: ["a_renewal_whose_reply_is_lost_ends_by_the_servers_clock"];
     /// Not a broken rule: now and then a renewal blocks the runner's
     /// thread for a while after it is decided, as a starved machine does. The suite must never call this
     /// backend broken.
@@ -203,7 +209,11 @@ struct State {
 #[derive(Debug)]
 struct Flawed {
     flaw: Option<Flaw>,
-    state: Mutex<State>,
+    /// Shared with the other face of the store, for the extending flaw.
+    state: Arc<Mutex<State>>,
+    /// Renewals take the TTL given as an extension of the grant's end:
+    /// the face the wire serves with [`Flaw::RetriedRenewalCountedTwice`].
+    extends: bool,
     /// The last claim's outcome, for the misrouting flaw.
     misrouted: Mutex<Option<Claim>>,
     /// Renewals so far, for the stalling double.
@@ -540,6 +550,9 @@ impl LeaseStore for Flawed {
     }
 
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        if self.extends {
+            return self.extend(fence, ttl);
+        }
         let renewed = self.renew_decided(fence, ttl).await;
         // Renewals 1, 2, 4, 8, … of each store: a few stalls per case.
         let n = self.renewals.fetch_add(1, Ordering::Relaxed) + 1;
@@ -862,6 +875,23 @@ impl Flawed {
         )
     }
 
+    /// Pushes the end of `fence`'s live grant out by `by`.
+    fn extend(&self, fence: &Fence, by: Duration) -> Result<Grant, LeaseError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        match self.live(&state, &fence.key, now) {
+            Some(rec) if self.is_fence(&rec, fence) => {
+                let lasts = (rec.expires_at + by).duration_since(now);
+                let token = Some(fence.token.0);
+                Ok(self.grant(&mut state, &fence.key, &fence.holder, lasts, now, token))
+            }
+            other => {
+                let current = other.map(|r| self.record(&fence.key, &r, now));
+                Err(LeaseError::lost(fence, current))
+            }
+        }
+    }
+
     async fn renew_decided(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
         if self.has(Flaw::RenewNotAtomic) && self.checked_then_gap(fence).await {
             let ttl = self.ttl(&fence.key, ttl)?;
@@ -993,10 +1023,12 @@ impl Hooks for FlawedHooks {
             Some(
                 flaw @ (Flaw::TimeoutsSayKnown
                 | Flaw::KeepsAliveAfterCutOff
-                | Flaw::BatchCutSaysLost),
+                | Flaw::BatchCutSaysLost
+                | Flaw::RetriedRenewalCountedTwice),
             ) => Arc::new(FlawedClient {
                 flaw,
                 inner: client,
+                told: Mutex::default(),
             }),
             _ => client,
         })
@@ -1035,17 +1067,22 @@ impl Hooks for FlawedHooks {
 #[async_trait]
 impl Factory for FlawedFactory {
     async fn open(&self) -> Result<Subject, BoxError> {
-        let store = Arc::new(Flawed {
+        let face = |extends| Flawed {
             flaw: self.0,
-            state: Mutex::default(),
+            state: Arc::default(),
+            extends,
             misrouted: Mutex::default(),
             renewals: AtomicU64::new(0),
             inspected: Mutex::default(),
-        });
-        let wire = if self.0 == Some(Flaw::RenewalsUnordered) {
-            Wire::unordered(store.clone())
-        } else {
-            Wire::new(store.clone())
+        };
+        let store = Arc::new(face(false));
+        let wire = match self.0 {
+            Some(Flaw::RenewalsUnordered) => Wire::unordered(store.clone()),
+            Some(Flaw::RetriedRenewalCountedTwice) => Wire::new(Arc::new(Flawed {
+                state: store.state.clone(),
+                ..face(true)
+            })),
+            _ => Wire::new(store.clone()),
         };
         Ok(Subject::new(store.clone()).with_hooks(Arc::new(FlawedHooks(store, wire))))
     }
@@ -1137,6 +1174,9 @@ async fn a_stalled_runner_is_never_called_a_broken_backend() {
 struct FlawedClient {
     flaw: Flaw,
     inner: DynLeaseStore,
+    /// The deadline each grant's holder was last told, for the extending
+    /// flaw.
+    told: Mutex<HashMap<Fence, Instant>>,
 }
 
 impl FlawedClient {
@@ -1156,6 +1196,34 @@ impl FlawedClient {
             other => other,
         }
     }
+
+    /// Keeps the deadline a claim told, for the extending flaw.
+    fn told(&self, answer: &Result<Claim, LeaseError>) {
+        if let Ok(Claim::Acquired(grant)) = answer {
+            let mut told = self.told.lock().unwrap();
+            told.insert(grant.fence.clone(), grant.deadline);
+        }
+    }
+
+    /// With [`Flaw::RetriedRenewalCountedTwice`]: asks the server to push
+    /// the grant's end out by as much as it takes to last `ttl` from now,
+    /// reckoned from the deadline last told, and sends the request again
+    /// on a new connection if its reply is lost.
+    async fn extend(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        let sent = Instant::now();
+        let told = self.told.lock().unwrap().get(fence).copied();
+        let by = (sent + ttl)
+            .saturating_duration_since(told.unwrap_or(sent))
+            .max(Duration::from_millis(1));
+        let mut answer = self.inner.renew(fence, by).await;
+        if answer.as_ref().is_err_and(LeaseError::is_indeterminate) {
+            answer = self.inner.renew(fence, by).await;
+        }
+        let grant = Grant::new(answer?.fence, ttl, sent, false);
+        let mut told = self.told.lock().unwrap();
+        told.insert(grant.fence.clone(), grant.deadline);
+        Ok(grant)
+    }
 }
 
 #[async_trait]
@@ -1171,6 +1239,7 @@ impl LeaseStore for FlawedClient {
         ttl: Duration,
     ) -> Result<Claim, LeaseError> {
         let answer = self.inner.claim(key, holder, ttl).await;
+        self.told(&answer);
         if self.flaw == Flaw::KeepsAliveAfterCutOff && answer.is_err() {
             // Re-sent in the background until granted, then kept alive.
             let (store, key, holder) = (self.inner.clone(), key.clone(), holder.clone());
@@ -1197,10 +1266,15 @@ impl LeaseStore for FlawedClient {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Claim, LeaseError> {
-        self.known(self.inner.reclaim(observed, holder, ttl).await)
+        let answer = self.inner.reclaim(observed, holder, ttl).await;
+        self.told(&answer);
+        self.known(answer)
     }
 
     async fn renew(&self, fence: &Fence, ttl: Duration) -> Result<Grant, LeaseError> {
+        if self.flaw == Flaw::RetriedRenewalCountedTwice {
+            return self.extend(fence, ttl).await;
+        }
         self.known(self.inner.renew(fence, ttl).await)
     }
 
@@ -1291,6 +1365,8 @@ async fn fault_only_flaws_pass_without_faults() {
         Flaw::TimeoutsSayKnown,
         Flaw::KeepsAliveAfterCutOff,
         Flaw::BatchCutSaysLost,
+        Flaw::RenewalsUnordered,
+        Flaw::RetriedRenewalCountedTwice,
     ] {
         let failed = failures(Some(flaw), Some(&quiet)).await;
         assert!(
