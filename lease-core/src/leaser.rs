@@ -109,6 +109,16 @@ impl Leaser {
         &self.holder
     }
 
+    /// The TTL of the leases this leaser grants.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The store this leaser claims on.
+    pub fn store(&self) -> &DynLeaseStore {
+        &self.store
+    }
+
     /// Claims `key` once: held, or busy with the current record.
     ///
     /// # Errors

@@ -15,7 +15,10 @@
 //!   renew, release, inspect, markers, guarded writes and wait. Backends live
 //!   in their own crates (`lease-redis`, `lease-etcd`); [`MemoryStore`] is the
 //!   in-process reference. Everything else is written once, against
-//!   [`DynLeaseStore`]: [`Leaser`], [`Round`], [`LeaseStore::check`].
+//!   [`DynLeaseStore`]: [`Leaser`], [`Round`], [`LeaseStore::check`], and
+//!   the recipes [`Election`] (a leader whose term is its fencing token,
+//!   with observers) and [`Permits`] (at most N holders, each permit a
+//!   lease of its own).
 //! - **Many leases, few calls.** [`LeaseStore::renew_many`] renews a batch
 //!   in as few round trips as the backend allows (by default one `renew`
 //!   each, so a custom backend needs nothing more). A [`Leaser`] and its
@@ -72,6 +75,7 @@
 mod adapter;
 mod batch;
 mod clock;
+mod election;
 mod error;
 mod fenced;
 mod instrument;
@@ -81,6 +85,7 @@ mod leaser;
 mod list;
 mod memory;
 mod order;
+mod permits;
 mod round;
 pub mod rules;
 mod store;
@@ -89,6 +94,7 @@ mod types;
 pub use adapter::{Looked, renew_in_batches, wait_until_free};
 pub use batch::{BatchStats, BatchedCalls, Batcher, SendBatch, SendFor};
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use election::{Election, Leader, Leadership, Observed, Observer};
 pub use error::{
     BoxError, LeaseError, Op, check_durations, marker_text, redacted_url, with_timeout,
 };
@@ -100,6 +106,7 @@ pub use leaser::{Acquire, HeldLease, Leaser};
 pub use list::{Cursor, Listed, Page, list_all, list_all_markers};
 pub use memory::MemoryStore;
 pub use order::{Sequencer, Stamp};
+pub use permits::{MAX_PERMITS, Permits};
 pub use round::Round;
 pub use rules::Rule;
 pub use store::{Capabilities, DynLeaseStore, LeaseStore, Wakeup};
