@@ -45,7 +45,7 @@ macro_rules! flaws {
 
 flaws! {
     ReclaimKeepsToken => reclaim_keeping_the_token_is_caught: ["reclaim_takes_over_the_observed_grant"];
-    TokenReusedAfterExpiry => token_reuse_after_expiry_is_caught: ["claim_after_expiry_gets_higher_token"];
+    TokenReusedAfterExpiry => token_reuse_after_expiry_is_caught: ["claim_after_expiry_gets_higher_token", "elections_hand_over_increasing_terms"];
     ReleaseClearsNewerGrant => release_clearing_a_newer_grant_is_caught: ["release_never_clears_a_newer_grant"];
     RenewAcceptsSuperseded => renew_of_a_superseded_grant_is_caught: ["renew_refuses_a_superseded_grant"];
     RenewRevivesExpired => renew_reviving_an_expired_grant_is_caught: ["renew_never_revives_an_expired_grant"];
@@ -91,7 +91,7 @@ flaws! {
     MaxValueRefused => refused_maximum_value_is_caught: ["values_keep_every_byte_up_to_the_limit"];
     ReclaimNotAtomic => non_atomic_reclaim_is_caught: ["concurrent_reclaims_have_one_winner"];
     /// A claim finds the key free, then writes after a gap regardless.
-    ClaimNotAtomic => non_atomic_claim_is_caught: ["concurrent_claims_by_one_holder_share_one_grant", "concurrent_holders_never_overlap"];
+    ClaimNotAtomic => non_atomic_claim_is_caught: ["concurrent_claims_by_one_holder_share_one_grant", "concurrent_holders_never_overlap", "permits_never_exceed_the_pool"];
     /// Claims made at once are answered with each other's outcomes, as a
     /// batch that pairs replies with the wrong callers would.
     ClaimsMisrouted => misrouted_claims_are_caught: ["concurrent_claims_of_many_keys_each_get_their_own_grant"];
@@ -145,7 +145,7 @@ flaws! {
     /// Lists the time left of a grant's first TTL, not of its renewals.
     ListStaleTimeLeft => stale_listed_time_left_is_caught: ["list_matches_escaped_segments_and_shows_renewed_time_left"];
     /// Inspect answers from a copy it read up to a second ago.
-    InspectCached => cached_inspects_are_caught: ["inspect_shows_other_clients_changes_at_once"];
+    InspectCached => cached_inspects_are_caught: ["inspect_shows_other_clients_changes_at_once", "elections_hand_over_increasing_terms"];
     /// A claim of one's own live grant sets its end to the claim's TTL,
     /// shortening it: harmless in order, fatal when the network delivers
     /// the claim late, after a longer renewal.

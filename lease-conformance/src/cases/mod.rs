@@ -80,6 +80,7 @@ pub mod inspect;
 pub mod linearizable;
 pub mod list;
 pub mod markers;
+pub mod recipes;
 pub mod reclaim;
 pub mod records;
 pub mod release;
@@ -99,6 +100,7 @@ pub fn all() -> Vec<Case> {
         guarded::CASES,
         wait::CASES,
         helpers::CASES,
+        recipes::CASES,
         clients::CASES,
         edges::CASES,
         atomic::CASES,
