@@ -1,7 +1,9 @@
 //! Five lease APIs other teams wrote by hand, each served by this library
 //! in a small module ([`seeds`]), plus the fencing story the tokens exist
-//! for. Every module's `demo` runs its story on any store; the examples
-//! run it on the store named on the command line:
+//! for, and the recipes of `lease-core` at work ([`recipes`]: a leader
+//! election with fenced terms, a pool of counting leases). Every module's
+//! `demo` runs its story on any store; the examples run it on the store
+//! named on the command line:
 //!
 //! ```sh
 //! cargo run -p lease-examples --example export_lease                          # in memory
@@ -26,6 +28,12 @@ pub mod seeds {
     pub mod juju_claimer;
     pub mod poison_store;
     pub mod session_execution_lease_store;
+}
+
+/// Recipes built on the store trait alone, so they run on every backend.
+pub mod recipes {
+    pub mod counting_leases;
+    pub mod leader_election;
 }
 
 /// The store named by the first command-line argument (`memory` when

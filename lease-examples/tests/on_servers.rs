@@ -1,12 +1,13 @@
-//! Every seed's story on real Redis and etcd servers from the harness:
-//! the same demos the examples print, each line that matters checked.
+//! Every seed's and recipe's story in memory and on real Redis and etcd
+//! servers from the harness: the same demos the examples print, each line
+//! that matters checked.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use lease_core::{DynLeaseStore, LeaseError};
 use lease_etcd::{EtcdConfig, EtcdStore};
-use lease_examples::seeds;
+use lease_examples::{recipes, seeds};
 use lease_redis::{RedisConfig, RedisStore};
 use lease_tests::{EtcdCluster, RedisServer, or_skip};
 
@@ -65,6 +66,26 @@ fn stories() -> Vec<(&'static str, Demo, Vec<&'static str>)> {
             ],
         ),
         (
+            "leader_election",
+            |s| Box::pin(recipes::leader_election::demo(s)),
+            vec![
+                "c1 leads with term",
+                "handed over at once",
+                "taken over when its TTL ran out",
+                "refused",
+                "observer saw 3 terms",
+            ],
+        ),
+        (
+            "counting_leases",
+            |s| Box::pin(recipes::counting_leases::demo(s)),
+            vec![
+                "9 workers done with 4 permits",
+                "freed when its TTL ran out",
+                "5 late callers, 4 hold a permit",
+            ],
+        ),
+        (
             "session_execution_lease_store",
             |s| Box::pin(seeds::session_execution_lease_store::demo(s)),
             vec![
@@ -102,7 +123,15 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_seed_story_runs_on_redis() {
+async fn every_story_runs_in_memory() {
+    every_story("memory", |_| {
+        Box::pin(async { Arc::new(lease_core::MemoryStore::new()) as DynLeaseStore })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_story_runs_on_redis() {
     let Some(server) = or_skip("redis", RedisServer::start().await) else {
         return;
     };
@@ -118,7 +147,7 @@ async fn every_seed_story_runs_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_seed_story_runs_on_etcd() {
+async fn every_story_runs_on_etcd() {
     let Some(cluster) = or_skip("etcd", EtcdCluster::start().await) else {
         return;
     };
