@@ -82,8 +82,9 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
     let holders = (0..64)
         .map(|i| Holder::new(format!("h{i}"), "1").unwrap())
         .collect();
-    let claims = claims_behind_another(&store, keys.clone(), holders).await;
+    // Every take from the pool in the first round comes after this.
     let first_round = Instant::now();
+    let claims = claims_behind_another(&store, keys.clone(), holders).await;
     let (calls, batches) = claim_batches(&store);
     assert_eq!(calls, 65);
     assert!(batches <= 3, "65 claims went out in {batches} transactions");
@@ -131,11 +132,12 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
     let holders = (0..64)
         .map(|i| Holder::new(format!("again{i}"), "1").unwrap())
         .collect();
-    // Idle leases of a TTL nobody claimed for the pool's grace are
-    // revoked: a runner that took that long between the rounds says
-    // nothing about reuse.
-    let between = first_round.elapsed();
     let again = claims_behind_another(&store, keys, holders).await;
+    // Idle leases of a TTL nobody claimed for the pool's grace are
+    // revoked, counted from the last take: reuse is certain only if the
+    // second round ended within the grace of the first round's start. A
+    // runner slower than that says nothing about reuse.
+    let between = first_round.elapsed();
     for ((_, _, claim), old) in again.into_iter().zip(&fences) {
         let grant = claim.acquired().expect("free");
         assert!(grant.fresh && grant.fence.token > old.token);
@@ -150,7 +152,7 @@ async fn claims_at_once_share_transactions_and_each_gets_its_own_grant() {
         );
     } else {
         eprintln!(
-            "inconclusive: {between:?} between the rounds, past the pool's idle grace of {:?}: reuse not judged ({granted} granted anew)",
+            "inconclusive: both rounds took {between:?}, past the pool's idle grace of {:?}: reuse not judged ({granted} granted anew)",
             lease_etcd::POOL_IDLE_GRACE
         );
     }
