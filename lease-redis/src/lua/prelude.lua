@@ -112,12 +112,16 @@ end
 local function renew_one(key, own, ttl_ms, stamp)
   local value = own_value(key, own)
   if value then
-    local origin, seq = string.match(stamp, '^(%x+):(%d+)$')
-    if not origin then
+    -- ORIGIN is 16 hex digits: the stamp's first 17 bytes are 'ORIGIN:'.
+    local seq = tonumber(string.sub(stamp, 18))
+    if string.byte(stamp, 17) ~= 58 or not seq then
       return redis.error_reply('renew: the stamp ' .. stamp .. ' is not ORIGIN:SEQ')
     end
-    local applied_origin, applied_seq = string.match(string.sub(value, #own + 2), '^(%x+):(%d+)$')
-    if origin == applied_origin and tonumber(seq) < tonumber(applied_seq) then
+    -- The applied stamp follows the fence's record: compared by slices,
+    -- no pattern, as this runs for every renewal of a batch.
+    local at = #own + 2
+    if string.sub(value, at, at + 16) == string.sub(stamp, 1, 17)
+      and seq < (tonumber(string.sub(value, at + 17)) or -1) then
       return { 'kept', fmt(redis.call('PTTL', key) * 1000) }
     end
     redis.call('SET', key, own .. '\n' .. stamp, 'PX', ttl_ms)
