@@ -300,6 +300,12 @@ mod tests {
         Election::new(leaser, LeaseKey::new("leader").unwrap())
     }
 
+    /// `who` leads at once, or the test fails.
+    async fn lead(store: &DynLeaseStore, who: &str) -> Leadership {
+        let won = election(store, who).campaign(Duration::ZERO).await.unwrap();
+        won.unwrap_or_else(|| panic!("{who} found a leader already"))
+    }
+
     async fn next(observer: &mut Observer) -> Option<Leader> {
         match observer.changed(Duration::from_secs(10)).await.unwrap() {
             Observed::Changed(now) => now,
@@ -310,11 +316,7 @@ mod tests {
     #[tokio::test]
     async fn a_resignation_hands_over_at_once_with_a_higher_term() {
         let store: DynLeaseStore = Arc::new(MemoryStore::new());
-        let a = election(&store, "a")
-            .campaign(Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = lead(&store, "a").await;
         let b = election(&store, "b");
         assert!(
             b.campaign(Duration::ZERO).await.unwrap().is_none(),
@@ -340,19 +342,11 @@ mod tests {
     async fn a_deposed_leader_can_no_longer_publish() {
         let clock = Arc::new(ManualClock::new());
         let store: DynLeaseStore = Arc::new(MemoryStore::with_clock(clock.clone()));
-        let a = election(&store, "a")
-            .campaign(Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = lead(&store, "a").await;
         a.publish(b"a:1").await.unwrap();
         // a stalls past its TTL on the store's clock: b takes over.
         clock.advance(TTL * 2);
-        let b = election(&store, "b")
-            .campaign(Duration::ZERO)
-            .await
-            .unwrap()
-            .expect("a's term ended");
+        let b = lead(&store, "b").await;
         assert!(b.term() > a.term());
         let refused = a.publish(b"a:2").await.unwrap_err();
         assert!(matches!(refused, LeaseError::Lost { .. }), "{refused}");
@@ -374,11 +368,7 @@ mod tests {
             next(&mut observer).await.is_none(),
             "a leader before any campaign"
         );
-        let a = election(&store, "a")
-            .campaign(Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = lead(&store, "a").await;
         a.publish(b"10.0.0.1").await.unwrap();
         let mut seen = next(&mut observer).await.unwrap();
         if seen.value.is_none() {
@@ -388,11 +378,7 @@ mod tests {
         assert_eq!(seen.value.as_deref(), Some(&b"10.0.0.1"[..]));
         let first = a.term();
         a.resign().await.unwrap();
-        let b = election(&store, "b")
-            .campaign(Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let b = lead(&store, "b").await;
         // Seen vacant or already led by b; b's term in the end, without
         // a's value.
         let mut seen = next(&mut observer).await;
@@ -412,11 +398,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_value_is_refused_naming_the_limit() {
         let store: DynLeaseStore = Arc::new(MemoryStore::new());
-        let a = election(&store, "a")
-            .campaign(Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+        let a = lead(&store, "a").await;
         let limit = store.capabilities().max_value_len - TERM_LEN;
         a.publish(&vec![7; limit]).await.unwrap();
         let e = a.publish(&vec![7; limit + 1]).await.unwrap_err();
