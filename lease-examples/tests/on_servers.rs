@@ -70,10 +70,10 @@ fn stories() -> Vec<(&'static str, Demo, Vec<&'static str>)> {
             |s| Box::pin(recipes::leader_election::demo(s)),
             vec![
                 "c1 leads with term",
-                "handed over at once",
+                "c1 resigned:",
                 "taken over when its TTL ran out",
                 "refused",
-                "observer saw 3 terms",
+                "observer saw",
             ],
         ),
         (

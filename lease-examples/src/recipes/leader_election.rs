@@ -75,14 +75,10 @@ pub async fn demo(store: DynLeaseStore) -> Result<Vec<String>, LeaseError> {
         return Err(stopped("a new leader's term did not increase"));
     }
     out.push(format!(
-        "c1 resigned: {} leads with term {} (> {first}), {}",
+        "c1 resigned: {} leads with term {} (> {first}), handed over in {:.0?}",
         next.fence().holder.id(),
         next.term(),
-        if handover < ttl / 2 {
-            "handed over at once"
-        } else {
-            "handed over late"
-        }
+        handover
     ));
     ledger.write(next.fence(), |log| {
         log.push(next.fence().holder.id().into())
