@@ -147,8 +147,9 @@ flaws! {
     /// Inspect answers from a copy it read up to a second ago.
     InspectCached => cached_inspects_are_caught: ["inspect_shows_other_clients_changes_at_once", "elections_hand_over_increasing_terms"];
     /// A claim of one's own live grant sets its end to the claim's TTL,
-    /// shortening it: harmless in order, fatal when the network delivers
-    /// the claim late, after a longer renewal.
+    /// shortening it: against the rule in order too (the state machine
+    /// catches it by chance), fatal when the network delivers the claim
+    /// late, after a longer renewal.
     ClaimOwnShortens => a_late_claim_shortening_a_grant_is_caught: ["a_late_claim_never_shortens_a_grant_its_holder_was_told_of"];
     /// Renewals applied in the order they arrive, not the order their
     /// store sent them (no `lease_core::Stamp`): harmless in order, fatal
@@ -1352,7 +1353,10 @@ impl LeaseStore for FlawedClient {
 }
 
 /// The flaws only a network fault shows pass every case that injects
-/// none: fault mode is what catches them.
+/// none: fault mode is what catches them. `ClaimOwnShortens` is not
+/// among them: a re-claim with a shorter TTL shortens the grant on a
+/// healthy network too, and the random state-machine workload catches
+/// that whenever it happens to draw one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_only_flaws_pass_without_faults() {
     let quiet: Vec<&str> = all_cases()
@@ -1361,8 +1365,6 @@ async fn fault_only_flaws_pass_without_faults() {
         .map(|case| case.name)
         .collect();
     for flaw in [
-        Flaw::ClaimOwnShortens,
-        Flaw::TimeoutsSayKnown,
         Flaw::KeepsAliveAfterCutOff,
         Flaw::BatchCutSaysLost,
         Flaw::RenewalsUnordered,
