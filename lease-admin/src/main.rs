@@ -1,10 +1,12 @@
 //! `lease-admin`: look at and mend the leases of a store during an
-//! incident — who holds what, release a grant by its token, get, set and
+//! incident — who holds what (an election's leader and value too),
+//! release a grant by its token, get, set and
 //! clear the markers that stop work on a poisoned resource.
 //!
 //! ```text
 //! lease-admin redis://127.0.0.1:6379 --namespace billing list jobs
 //! lease-admin etcd://10.0.0.1:2379 --prefix billing inspect jobs/nightly
+//! lease-admin redis://… leader elections/primary
 //! lease-admin redis://… release jobs/nightly --token 1764575400123456
 //! lease-admin redis://… marker clear exports/2026-11 --value poisoned
 //! ```
@@ -13,6 +15,7 @@
 //! another value); 2 bad input, an unreachable server or a failed call.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lease_connect::{Target, connect};
@@ -60,6 +63,10 @@ enum Command {
     },
     /// Show the live grant on KEY: holder, token, time left.
     Inspect { key: String },
+    /// Show the leader of the election on KEY: holder, term, the value it
+    /// published, time left. (Its grant lists like any other; a pool of
+    /// permits is the leases `NAME/0` … `NAME/{n-1}`: `list NAME`.)
+    Leader { key: String },
     /// End the grant on KEY, only if its token is still TOKEN.
     Release {
         key: String,
@@ -161,6 +168,40 @@ async fn run(store: DynLeaseStore, command: Command) -> Result<Outcome, LeaseErr
                 None => Outcome::Refused(
                     format!("{k}: not held"),
                     json!({ "key": k.as_str(), "held": false }),
+                ),
+            }
+        }
+        Command::Leader { key: text } => {
+            let k = key(&text)?;
+            let observer = lease_core::Observer::new(store, k.clone(), Duration::from_secs(1));
+            match observer.leader().await? {
+                Some(leader) => {
+                    let value = leader
+                        .value
+                        .as_deref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    Outcome::Done(
+                        format!(
+                            "{k}: led by {}, term {}, value {}, {:.1} s left",
+                            leader.holder,
+                            leader.term,
+                            value
+                                .as_ref()
+                                .map_or("none".to_owned(), |v| format!("{v:?}")),
+                            leader.remaining.as_secs_f64()
+                        ),
+                        json!({
+                            "key": k.as_str(),
+                            "holder": { "id": leader.holder.id(), "incarnation": leader.holder.incarnation() },
+                            "term": leader.term.0,
+                            "value": value,
+                            "remaining_ms": u64::try_from(leader.remaining.as_millis()).unwrap_or(u64::MAX),
+                        }),
+                    )
+                }
+                None => Outcome::Refused(
+                    format!("{k}: no leader"),
+                    json!({ "key": k.as_str(), "led": false }),
                 ),
             }
         }

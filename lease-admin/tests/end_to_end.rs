@@ -78,6 +78,70 @@ async fn incident(store: DynLeaseStore, target: &[&str]) {
     let (code, out, _) = run(&["inspect", "jobs/never"]);
     assert_eq!(code, 1, "{out}");
 
+    // An election and a pool of permits list like other leases; the
+    // leader shows with its term and value.
+    let leaser =
+        lease_core::Leaser::new(store.clone(), Holder::new("db-2", "boot-1").unwrap(), ttl);
+    let election = lease_core::Election::new(leaser.clone(), key("elections/primary"));
+    let leadership = election
+        .campaign(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("leads");
+    leadership.publish(b"10.0.0.2:5432").await.unwrap();
+    let term = leadership.term().0.to_string();
+    let permits = lease_core::Permits::new(leaser, &key("pools/exports"), 3).unwrap();
+    let first = permits.try_acquire().await.unwrap().expect("a permit");
+    let second = permits.try_acquire().await.unwrap().expect("a permit");
+    let (code, out, err) = run(&["list", "elections"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("elections/primary\theld by db-2#boot-1") && out.contains(&term),
+        "{out}"
+    );
+    let (code, out, err) = run(&["leader", "elections/primary"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("led by db-2#boot-1")
+            && out.contains(&format!("term {term}"))
+            && out.contains("value \"10.0.0.2:5432\""),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--json", "leader", "elections/primary"]);
+    assert_eq!(code, 0);
+    let led: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(led["term"].as_u64(), Some(leadership.term().0), "{out}");
+    assert_eq!(led["value"], "10.0.0.2:5432", "{out}");
+    let (code, out, _) = run(&["--json", "list", "pools/exports"]);
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut held: Vec<(String, u64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["token"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    held.sort();
+    let mut want = vec![
+        (first.fence().key.as_str().to_owned(), first.fence().token.0),
+        (
+            second.fence().key.as_str().to_owned(),
+            second.fence().token.0,
+        ),
+    ];
+    want.sort();
+    assert_eq!(held, want, "{out}");
+    leadership.resign().await.unwrap();
+    let (code, out, _) = run(&["leader", "elections/primary"]);
+    assert_eq!((code, out.trim()), (1, "elections/primary: no leader"));
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+
     // Release by token: another token is refused and changes nothing.
     let wrong = (grant.token().0 + 1).to_string();
     let (code, out, _) = run(&["release", "jobs/nightly", "--token", &wrong]);
