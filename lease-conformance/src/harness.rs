@@ -10,8 +10,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use crate::runner::Stamped;
-
 /// What the command line asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Arguments {
@@ -100,6 +98,18 @@ enum Ended {
     Passed,
     Failed(String),
     Ignored,
+}
+
+/// One stamped test: its name, whether the harness ignores it, and what
+/// running it gives.
+#[doc(hidden)]
+pub struct Stamped {
+    /// The case's name.
+    pub name: &'static str,
+    /// Ignored by the harness: not run, said on stderr.
+    pub ignored: bool,
+    /// Runs the case: `Ok` only when it passed.
+    pub run: Box<dyn FnOnce() -> Result<(), String> + Send>,
 }
 
 /// Lists or runs `tests` as `args` asks, printing as libtest does; exit

@@ -207,3 +207,8 @@ impl Hooks for Withheld {
 pub struct NoHooks;
 
 impl Hooks for NoHooks {}
+
+/// Turns a hook's failure into the case's.
+pub(crate) fn hook_failed(hook: Hook) -> impl FnOnce(BoxError) -> crate::CaseError {
+    move |error| crate::CaseError::Failed(format!("the {hook} hook failed: {error}"))
+}

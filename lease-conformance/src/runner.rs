@@ -307,17 +307,7 @@ pub fn test_main(factory: impl Factory + 'static) -> std::process::ExitCode {
     crate::harness::run(&arguments, tests)
 }
 
-/// One stamped test: its name, whether the harness ignores it, and what
-/// running it gives.
-#[doc(hidden)]
-pub struct Stamped {
-    /// The case's name.
-    pub name: &'static str,
-    /// Ignored by the harness: not run, said on stderr.
-    pub ignored: bool,
-    /// Runs the case: `Ok` only when it passed.
-    pub run: Box<dyn FnOnce() -> Result<(), String> + Send>,
-}
+pub use crate::harness::Stamped;
 
 /// The tests [`test_main`] runs: one per case, ignored where the case
 /// needs a hook the factory lacks, or where the backend is unavailable and

@@ -9,15 +9,10 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use crate::ServerError;
 use crate::local::{LocalProcess, wait_ready};
 use crate::mode::{
-    Mode, container_name, free_port, mode, on_free_ports, remove_container, split_image,
+    Mode, container_name, etcd_image, free_port, mode, on_free_ports, remove_container, split_image,
 };
 
 const START_LIMIT: Duration = Duration::from_secs(60);
-
-/// The etcd image for containers mode.
-pub(crate) fn image() -> String {
-    std::env::var("LEASE_TEST_ETCD_IMAGE").unwrap_or_else(|_| "lease-test/etcd:3.4".to_owned())
-}
 
 /// How to start etcd.
 #[derive(Clone, Debug)]
@@ -293,7 +288,7 @@ impl EtcdCluster {
 }
 
 async fn start_container(args: Vec<String>) -> Result<ContainerAsync<GenericImage>, ServerError> {
-    let (name, tag) = split_image(&image());
+    let (name, tag) = split_image(&etcd_image());
     let container_name = container_name("etcd");
     GenericImage::new(name, tag)
         // Members of a cluster become ready together: readiness is polled
@@ -309,7 +304,7 @@ async fn start_container(args: Vec<String>) -> Result<ContainerAsync<GenericImag
             remove_container(&container_name);
             format!(
                 "cannot start a {} container: {e} (run scripts/test-images)",
-                image()
+                etcd_image()
             )
             .into()
         })

@@ -48,8 +48,8 @@ fn docker_ready() -> bool {
             .is_ok_and(|s| s.success())
     };
     quiet(&["info"])
-        && quiet(&["image", "inspect", &crate::redis::image()])
-        && quiet(&["image", "inspect", &crate::etcd::image()])
+        && quiet(&["image", "inspect", &redis_image()])
+        && quiet(&["image", "inspect", &etcd_image()])
 }
 
 /// Starts something on freshly picked ports, again with new ports when
@@ -116,4 +116,14 @@ pub(crate) fn split_image(image: &str) -> (String, String) {
         Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
         _ => (image.to_owned(), "latest".to_owned()),
     }
+}
+
+/// The Redis image for containers mode.
+pub(crate) fn redis_image() -> String {
+    std::env::var("LEASE_TEST_REDIS_IMAGE").unwrap_or_else(|_| "lease-test/redis:7".to_owned())
+}
+
+/// The etcd image for containers mode.
+pub(crate) fn etcd_image() -> String {
+    std::env::var("LEASE_TEST_ETCD_IMAGE").unwrap_or_else(|_| "lease-test/etcd:3.4".to_owned())
 }

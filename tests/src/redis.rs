@@ -10,15 +10,11 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use crate::ServerError;
 use crate::local::{LocalProcess, wait_ready};
 use crate::mode::{
-    Mode, container_name, free_port, mode, on_free_ports, remove_container, split_image,
+    Mode, container_name, free_port, mode, on_free_ports, redis_image, remove_container,
+    split_image,
 };
 
 const START_LIMIT: Duration = Duration::from_secs(30);
-
-/// The Redis image for containers mode.
-pub(crate) fn image() -> String {
-    std::env::var("LEASE_TEST_REDIS_IMAGE").unwrap_or_else(|_| "lease-test/redis:7".to_owned())
-}
 
 /// How to start Redis.
 #[derive(Clone, Debug, Default)]
@@ -156,7 +152,7 @@ impl RedisServer {
 
     async fn start_container(options: RedisOptions) -> Result<Self, ServerError> {
         let port = free_port()?;
-        let (name, tag) = split_image(&image());
+        let (name, tag) = split_image(&redis_image());
         let mut cmd = vec![
             "redis-server".to_owned(),
             "--port".into(),
@@ -181,7 +177,7 @@ impl RedisServer {
                 remove_container(&container_name);
                 format!(
                     "cannot start a {} container: {e} (run scripts/test-images)",
-                    image()
+                    redis_image()
                 )
             })?;
         Ok(Self {

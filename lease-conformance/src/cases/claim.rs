@@ -2,8 +2,8 @@
 
 use lease_core::{Claim, LeaseError};
 
-use crate::cases::hook_failed;
 use crate::check::{Timed, acquire, holder, key, timed_claim};
+use crate::hooks::hook_failed;
 use crate::{CaseError, Hook, ensure};
 
 cases! {

@@ -13,7 +13,7 @@ async fn second_client(s: &Subject) -> Result<DynLeaseStore, CaseError> {
     s.hooks
         .second_client()
         .await
-        .map_err(crate::cases::hook_failed(crate::Hook::SecondClient))
+        .map_err(crate::hooks::hook_failed(crate::Hook::SecondClient))
 }
 
 cases! {

@@ -62,7 +62,7 @@ cases! {
     #[rule(InspectShowsTheLiveGrant)]
     async fn inspect_reports_a_corrupt_record(s) {
         let k = key("inspect/corrupt");
-        s.hooks.plant_corrupt_record(&k).await.map_err(crate::cases::hook_failed(crate::Hook::CorruptRecord))?;
+        s.hooks.plant_corrupt_record(&k).await.map_err(crate::hooks::hook_failed(crate::Hook::CorruptRecord))?;
         match s.store.inspect(&k).await {
             Err(LeaseError::Corrupt { key, .. }) => ensure!(key == k, "the error names {key}, not {k}"),
             other => ensure!(false, "inspect of a corrupt record gave {other:?}"),

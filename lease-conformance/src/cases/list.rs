@@ -132,7 +132,7 @@ cases! {
     async fn list_reports_corrupt_records(s) {
         let t = s.timing();
         let k = key("list/corrupt/bad");
-        s.hooks.plant_corrupt_record(&k).await.map_err(crate::cases::hook_failed(crate::Hook::CorruptRecord))?;
+        s.hooks.plant_corrupt_record(&k).await.map_err(crate::hooks::hook_failed(crate::Hook::CorruptRecord))?;
         acquire(&*s.store, &key("list/corrupt/good"), &holder("a", "1"), t.long_ttl).await?;
         let found = listed(&*s.store, &key("list/corrupt"), 100).await?;
         match found.get(k.as_str()) {

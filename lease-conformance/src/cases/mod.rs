@@ -111,8 +111,3 @@ pub fn all() -> Vec<Case> {
     ]
     .concat()
 }
-
-/// Turns a hook's failure into the case's.
-pub(crate) fn hook_failed(hook: Hook) -> impl FnOnce(lease_core::BoxError) -> crate::CaseError {
-    move |error| crate::CaseError::Failed(format!("the {hook} hook failed: {error}"))
-}

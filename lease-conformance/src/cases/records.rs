@@ -44,7 +44,7 @@ cases! {
             tokio::time::sleep(t.ttl + t.slack).await;
         }
         tokio::time::sleep_until(Instant::now() + caps.record_retention + Duration::from_millis(100)).await;
-        let kept = s.hooks.stored_records().await.map_err(crate::cases::hook_failed(crate::Hook::StoredRecords))?;
+        let kept = s.hooks.stored_records().await.map_err(crate::hooks::hook_failed(crate::Hook::StoredRecords))?;
         let used = PER_BATCH * BATCHES;
         ensure!(kept < PER_BATCH, "{kept} records are kept after {used} keys were each used once and ended (one grant is live)");
         s.expect_live(&*s.store, &live.value.fence, live.sent + live.value.ttl, "the live grant did not survive").await?;

@@ -144,7 +144,7 @@ cases! {
             async move { store.wait_free(&k, Duration::from_secs(30)).await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.hooks.plant_corrupt_record(&k).await.map_err(crate::cases::hook_failed(crate::Hook::CorruptRecord))?;
+        s.hooks.plant_corrupt_record(&k).await.map_err(crate::hooks::hook_failed(crate::Hook::CorruptRecord))?;
         let woke = tokio::time::timeout(Duration::from_secs(10), waiter).await;
         let woke = woke.map_err(|_| crate::CaseError::Failed("the waiter kept waiting on a corrupt record".into()))?;
         ensure!(woke.map_err(|e| crate::CaseError::Failed(format!("waiter panicked: {e}")))??, "the waiter timed out on a corrupt record");

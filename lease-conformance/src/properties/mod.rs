@@ -27,7 +27,7 @@ cases! {
         // Seen from another client where the factory offers one, so a grant
         // the first client keeps alive (its own connection) is caught too.
         let observer = if s.hooks.offered().contains(&crate::Hook::SecondClient) {
-            s.hooks.second_client().await.map_err(crate::cases::hook_failed(crate::Hook::SecondClient))?
+            s.hooks.second_client().await.map_err(crate::hooks::hook_failed(crate::Hook::SecondClient))?
         } else {
             s.store.clone()
         };

@@ -7,9 +7,9 @@ use std::time::Duration;
 use lease_core::{Claim, DynLeaseStore, Fence, Grant, Holder, LeaseError, LeaseKey};
 use tokio::time::Instant;
 
-use crate::cases::hook_failed;
 use crate::check::{holder, key};
 use crate::faults::{Fault, FaultProxy, Late};
+use crate::hooks::hook_failed;
 use crate::{CaseError, Hook, Subject, Timing, ensure};
 
 /// Late requests delivered after a later renewal ([`Net::renew_then_deliver`]).
