@@ -2,6 +2,7 @@
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// How a test gets its servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +77,13 @@ fn port_taken(why: &str) -> bool {
 }
 
 /// A free port on 127.0.0.1, as the kernel hands them out, and never one
-/// this process handed out before: the kernel may offer a port again
+/// handed out before, by this process or, within [`RESERVED_FOR`], by
+/// another test process on the machine: the kernel may offer a port again
 /// before the server it went to has bound it, and a second server on it
-/// would fail while its readiness probe reached the first one.
+/// would fail while its readiness probe reached the first one. Test
+/// binaries run side by side (`scripts/test` runs two lanes), so a
+/// reservation is a file created with `create_new` in a folder every test
+/// process shares.
 pub(crate) fn free_port() -> Result<u16, String> {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -88,11 +93,44 @@ pub(crate) fn free_port() -> Result<u16, String> {
             .map(|addr| addr.port())
             .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-        if handed_out.insert(port) {
+        if handed_out.insert(port) && reserve(port) {
             return Ok(port);
         }
     }
-    Err("no port on 127.0.0.1 that this process has not handed out already".to_owned())
+    Err("no port on 127.0.0.1 that no test process has handed out already".to_owned())
+}
+
+/// How long another process' reservation of a port holds: long enough
+/// for any server start, short enough that ports come back across runs.
+const RESERVED_FOR: Duration = Duration::from_secs(600);
+
+/// Reserves `port` across processes; false when another process holds it.
+/// Where the folder cannot be used, only this process' own record counts.
+fn reserve(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("lease-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let file = dir.join(port.to_string());
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+    };
+    match create() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > RESERVED_FOR));
+            // A stale reservation is removed and made again. Two processes
+            // could both get through only if the kernel offered both the
+            // same port at the same moment while a stale file lay there.
+            stale && std::fs::remove_file(&file).is_ok() && create().is_ok()
+        }
+        Err(_) => true,
+    }
 }
 
 /// A container name unique to this start, so that a start that failed
