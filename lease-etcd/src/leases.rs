@@ -326,11 +326,16 @@ impl Leases {
                     let wanted = now.saturating_duration_since(*last) < IDLE_GRACE;
                     if let Some(list) = idle.get_mut(ttl) {
                         if wanted {
-                            let (old, young): (Vec<_>, Vec<_>) = list.drain(..).partition(|l| {
-                                now.saturating_duration_since(l.refreshed) > REFRESH_AFTER
-                            });
-                            *list = young;
-                            stale.extend(old);
+                            // They stay in the pool while refreshed: a
+                            // claim may take one meanwhile (and sends its
+                            // own keep-alive with it).
+                            stale.extend(
+                                list.iter()
+                                    .filter(|l| {
+                                        now.saturating_duration_since(l.refreshed) > REFRESH_AFTER
+                                    })
+                                    .copied(),
+                            );
                         } else {
                             unwanted.append(list);
                         }
@@ -352,14 +357,30 @@ impl Leases {
                 self.revoke(lease.id).await;
             }
             let refreshed = join_all(stale.iter().map(|l| self.refresh(l.id))).await;
-            for (mut lease, outcome) in stale.into_iter().zip(refreshed) {
+            for (lease, outcome) in stale.into_iter().zip(refreshed) {
+                // A lease taken meanwhile is the claim's now: `refresh`
+                // moved its instant on if it was in use; only one still
+                // idle is the pool's to update or drop.
+                let mut state = self.state();
+                let Some(list) = state.idle.get_mut(&lease.ttl_secs) else {
+                    continue;
+                };
+                let Some(at) = list.iter().position(|l| l.id == lease.id) else {
+                    continue;
+                };
                 match outcome {
                     Ok(sent) => {
-                        lease.refreshed = sent;
-                        self.idle(lease);
+                        list[at].refreshed = list[at].refreshed.max(sent);
+                        list.sort_by_key(|l| l.refreshed);
                     }
-                    Err(LeaseFailure::Gone) => {}
-                    Err(_) => self.retire(lease.id),
+                    Err(LeaseFailure::Gone) => {
+                        list.remove(at);
+                    }
+                    Err(_) => {
+                        list.remove(at);
+                        drop(state);
+                        self.retire(lease.id);
+                    }
                 }
             }
         }
