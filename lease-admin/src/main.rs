@@ -192,7 +192,7 @@ async fn run(store: DynLeaseStore, command: Command) -> Result<Outcome, LeaseErr
                         ),
                         json!({
                             "key": k.as_str(),
-                            "holder": { "id": leader.holder.id(), "incarnation": leader.holder.incarnation() },
+                            "holder": holder_json(&leader.holder),
                             "term": leader.term.0,
                             "value": value,
                             "remaining_ms": u64::try_from(leader.remaining.as_millis()).unwrap_or(u64::MAX),
@@ -295,10 +295,14 @@ async fn marker(
     })
 }
 
+fn holder_json(holder: &lease_core::Holder) -> serde_json::Value {
+    json!({ "id": holder.id(), "incarnation": holder.incarnation() })
+}
+
 fn record_json(r: &lease_core::LeaseRecord) -> serde_json::Value {
     json!({
         "key": r.key.as_str(),
-        "holder": { "id": r.holder.id(), "incarnation": r.holder.incarnation() },
+        "holder": holder_json(&r.holder),
         "token": r.token.0,
         "remaining_ms": u64::try_from(r.remaining.as_millis()).unwrap_or(u64::MAX),
     })
