@@ -17,7 +17,8 @@
 //! for the tests). `BENCH_SECONDS` sets each run's length (default 3;
 //! shorter runs understate the fastest contenders), `BENCH_ROUNDS` the rounds (default 3), `BENCH_BACKENDS` which to run
 //! (`memory,redis,etcd` by default), `BENCH_TASKS` the concurrencies
-//! (`1,16,64` by default).
+//! (`1,16,64` by default), `BENCH_CONTENDERS` which contenders (parts of
+//! their names, comma separated; all by default: one alone to profile it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -115,6 +116,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// table with ratios of the first contender (ours) to each other one.
 async fn compare(backend: &str, contenders: &[Contender], server: ServerCpu) {
     let (length, rounds, concurrencies) = settings();
+    // `BENCH_CONTENDERS` (comma-separated parts of names) runs only the
+    // contenders it names: to profile one alone. Ratios are then to the
+    // first contender left.
+    let picked = std::env::var("BENCH_CONTENDERS").unwrap_or_default();
+    let contenders: Vec<&Contender> = contenders
+        .iter()
+        .filter(|c| picked.is_empty() || picked.split(',').any(|part| c.name.contains(part)))
+        .collect();
+    if contenders.is_empty() {
+        println!("\n{backend}: BENCH_CONTENDERS={picked:?} names none of its contenders");
+        return;
+    }
     println!("\n{backend}: claim + release, {rounds} interleaved rounds of {length:?} each");
     println!(
         "{:>5}  {:<42} {:>11} {:>14} {:>14} {:>13}",
