@@ -122,7 +122,12 @@ async fn compare(backend: &str, contenders: &[Contender], server: ServerCpu) {
     let picked = std::env::var("BENCH_CONTENDERS").unwrap_or_default();
     let contenders: Vec<&Contender> = contenders
         .iter()
-        .filter(|c| picked.is_empty() || picked.split(',').any(|part| c.name.contains(part)))
+        .filter(|c| {
+            picked.is_empty()
+                || picked
+                    .split(',')
+                    .any(|part| !part.is_empty() && c.name.contains(part))
+        })
         .collect();
     if contenders.is_empty() {
         println!("\n{backend}: BENCH_CONTENDERS={picked:?} names none of its contenders");
