@@ -66,6 +66,18 @@ impl LocalProcess {
             .as_ref()
             .ok_or("the process is not running")?
             .id();
+        // An exited child not yet reaped still takes signals: pausing it
+        // would "succeed" and leave nothing to pause.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if matches!(state, None | Some("Z" | "X")) {
+            return Err(format!(
+                "{} (pid {pid}) has exited: kill -{signal} has nothing to act on",
+                self.program
+            ));
+        }
         let status = Command::new("kill")
             .args([format!("-{signal}"), pid.to_string()])
             .status()
@@ -123,5 +135,21 @@ where
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_process_is_not_signalled() {
+        let log = std::env::temp_dir().join(format!("lease-test-true-{}.log", std::process::id()));
+        let mut process = LocalProcess::spawn("true", Vec::new(), log.clone()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let refused = process.signal("STOP").unwrap_err();
+        assert!(refused.contains("has exited"), "{refused}");
+        assert!(process.check_alive().is_err());
+        let _ = std::fs::remove_file(log);
     }
 }

@@ -76,28 +76,77 @@ fn port_taken(why: &str) -> bool {
         || why.contains("address in use")
 }
 
-/// A free port on 127.0.0.1, as the kernel hands them out, and never one
-/// handed out before, by this process or, within [`RESERVED_FOR`], by
-/// another test process on the machine: the kernel may offer a port again
-/// before the server it went to has bound it, and a second server on it
-/// would fail while its readiness probe reached the first one. Test
-/// binaries run side by side (`scripts/test` runs two lanes), so a
-/// reservation is a file created with `create_new` in a folder every test
-/// process shares.
+/// A free port on 127.0.0.1 that no test process on the machine has been
+/// handed within [`RESERVED_FOR`], and that nothing binding port 0 can be
+/// given while the server it goes to starts.
+///
+/// A port is handed out before its server binds it. Were it one the kernel
+/// hands out for port 0, anything binding port 0 in that moment (a
+/// fault-injecting proxy of the suite, in this or another test process)
+/// could take it: the server would then fail to bind while its readiness
+/// probe reached, through that proxy, another test's server — and a test
+/// pausing "its" server would watch a stranger answer. So ports come from
+/// outside the kernel's ephemeral range (`ip_local_port_range`), where
+/// neither port 0 nor outgoing connections land, and a bind checks that
+/// none is in use now. Test binaries run side by side (`scripts/test` runs
+/// two lanes), so a reservation is a file created with `create_new` in a
+/// folder every test process shares.
 pub(crate) fn free_port() -> Result<u16, String> {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    for _ in 0..64 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+    let windows = fixed_port_windows();
+    let total: u32 = windows
+        .iter()
+        .map(|(low, high)| u32::from(high - low))
+        .sum();
+    if total == 0 {
+        return Err(
+            "no port on 127.0.0.1 outside the kernel's ephemeral range (ip_local_port_range)"
+                .to_owned(),
+        );
+    }
+    for _ in 0..256 {
+        let mut pick = rand::random_range(0..total);
+        let mut port = 0;
+        for (low, high) in &windows {
+            let size = u32::from(high - low);
+            if pick < size {
+                port = low + u16::try_from(pick).expect("inside a u16 window");
+                break;
+            }
+            pick -= size;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
         if handed_out.insert(port) && reserve(port) {
             return Ok(port);
         }
     }
     Err("no port on 127.0.0.1 that no test process has handed out already".to_owned())
+}
+
+/// The port windows `[low, high)` outside the kernel's ephemeral range,
+/// above the well-known ports.
+fn fixed_port_windows() -> Vec<(u16, u16)> {
+    const FIRST: u16 = 10_000;
+    let (ephemeral_low, ephemeral_high) =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| {
+                let mut bounds = range.split_whitespace().map(str::parse::<u16>);
+                Some((bounds.next()?.ok()?, bounds.next()?.ok()?))
+            })
+            // Linux's default.
+            .unwrap_or((32_768, 60_999));
+    [
+        (FIRST, ephemeral_low.max(FIRST)),
+        (ephemeral_high.saturating_add(1).max(FIRST), u16::MAX),
+    ]
+    .into_iter()
+    .filter(|(low, high)| low < high)
+    .collect()
 }
 
 /// How long another process' reservation of a port holds: long enough
@@ -164,4 +213,32 @@ pub(crate) fn redis_image() -> String {
 /// The etcd image for containers mode.
 pub(crate) fn etcd_image() -> String {
     std::env::var("LEASE_TEST_ETCD_IMAGE").unwrap_or_else(|_| "lease-test/etcd:3.4".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_handed_out_are_outside_the_ephemeral_range_and_distinct() {
+        let windows = fixed_port_windows();
+        assert!(!windows.is_empty(), "no window outside the ephemeral range");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let port = free_port().expect("a free port");
+            assert!(
+                windows
+                    .iter()
+                    .any(|(low, high)| (*low..*high).contains(&port)),
+                "port {port} is outside every window {windows:?}"
+            );
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+        // What port 0 gets is never among them, whatever binds it.
+        for _ in 0..200 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            assert!(!seen.contains(&port), "port 0 was given {port}, handed out");
+        }
+    }
 }
