@@ -30,11 +30,9 @@ async fn metrics_page(addr: &str) -> std::io::Result<String> {
     Ok(page)
 }
 
+/// A port nothing else binds meanwhile (see `lease_tests::free_port`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    lease_tests::free_port().expect("a free port")
 }
 
 /// Runs the example on `target` for a few seconds; checks its page

@@ -41,7 +41,7 @@ mod tls;
 pub use etcd::{EtcdCluster, EtcdOptions};
 pub use factories::{EtcdServerFactory, RedisServerFactory, SharedRedisFactory};
 pub use lease_conformance::faults::{Fault, FaultProxy};
-pub use mode::{Mode, mode, servers_required};
+pub use mode::{Mode, free_port, mode, servers_required};
 pub use redis::{RedisOptions, RedisServer};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;

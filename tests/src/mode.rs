@@ -91,7 +91,7 @@ fn port_taken(why: &str) -> bool {
 /// none is in use now. Test binaries run side by side (`scripts/test` runs
 /// two lanes), so a reservation is a file created with `create_new` in a
 /// folder every test process shares.
-pub(crate) fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     let windows = fixed_port_windows();
