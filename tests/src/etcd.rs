@@ -250,7 +250,7 @@ impl EtcdCluster {
             .ok_or_else(|| format!("no member {i}"))?
             .backing
         {
-            Backing::Local(process) => process.signal("STOP").map_err(Into::into),
+            Backing::Local(process) => process.pause().await.map_err(Into::into),
             Backing::Container(container) => container
                 .pause()
                 .await
@@ -269,7 +269,7 @@ impl EtcdCluster {
             .ok_or_else(|| format!("no member {i}"))?
             .backing
         {
-            Backing::Local(process) => process.signal("CONT").map_err(Into::into),
+            Backing::Local(process) => process.resume().map_err(Into::into),
             Backing::Container(container) => container
                 .unpause()
                 .await

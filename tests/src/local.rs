@@ -59,8 +59,39 @@ impl LocalProcess {
         self.start()
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the process.
-    pub fn signal(&self, signal: &str) -> Result<(), String> {
+    /// Freezes the process (SIGSTOP) and returns once every thread of it
+    /// has stopped. `kill` returns as soon as the signal is queued; the
+    /// threads stop as each is next scheduled, so on a busy machine a
+    /// multi-threaded server (etcd) can answer requests sent after `kill`
+    /// returned, for as long as one of its threads waits for a core.
+    pub async fn pause(&self) -> Result<(), String> {
+        let pid = self.signal("STOP")?;
+        let limit = Duration::from_secs(10);
+        let give_up = Instant::now() + limit;
+        loop {
+            match all_stopped(pid) {
+                Ok(true) => return Ok(()),
+                Ok(false) if Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(false) => {
+                    return Err(format!(
+                        "{} (pid {pid}): a thread still runs {limit:?} after SIGSTOP",
+                        self.program
+                    ));
+                }
+                Err(why) => return Err(format!("{} (pid {pid}): {why}", self.program)),
+            }
+        }
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal("CONT").map(|_| ())
+    }
+
+    /// Sends `signal` to the process; its pid.
+    fn signal(&self, signal: &str) -> Result<u32, String> {
         let pid = self
             .child
             .as_ref()
@@ -68,11 +99,10 @@ impl LocalProcess {
             .id();
         // An exited child not yet reaped still takes signals: pausing it
         // would "succeed" and leave nothing to pause.
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = state
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if matches!(state, None | Some("Z" | "X")) {
+        if matches!(
+            thread_state(&format!("/proc/{pid}/stat")),
+            None | Some('Z' | 'X')
+        ) {
             return Err(format!(
                 "{} (pid {pid}) has exited: kill -{signal} has nothing to act on",
                 self.program
@@ -84,7 +114,7 @@ impl LocalProcess {
             .map_err(|e| format!("kill -{signal} {pid}: {e}"))?;
         status
             .success()
-            .then_some(())
+            .then_some(pid)
             .ok_or_else(|| format!("kill -{signal} {pid} failed"))
     }
 
@@ -138,6 +168,33 @@ where
     }
 }
 
+/// The state letter of the task whose `stat` file is at `path` (`R`, `S`,
+/// `T` stopped, `Z` exited, …), or None when it is gone.
+fn thread_state(path: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// Whether every thread of process `pid` is stopped; an error when the
+/// process has exited.
+fn all_stopped(pid: u32) -> Result<bool, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("cannot read its threads: {e}"))?;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let path = task.path().join("stat");
+        match thread_state(&path.to_string_lossy()) {
+            Some('T' | 't') => any = true,
+            Some('Z' | 'X') => return Err("it has exited".to_owned()),
+            // A thread gone meanwhile has nothing left to run.
+            None => {}
+            Some(_) => return Ok(false),
+        }
+    }
+    Ok(any)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,8 +205,31 @@ mod tests {
         let mut process = LocalProcess::spawn("true", Vec::new(), log.clone()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
         let refused = process.signal("STOP").unwrap_err();
+        assert!(process.resume().is_err());
         assert!(refused.contains("has exited"), "{refused}");
         assert!(process.check_alive().is_err());
+        let _ = std::fs::remove_file(log);
+    }
+
+    /// A paused process has every thread stopped when `pause` returns: a
+    /// busy thread of it runs no further.
+    #[tokio::test]
+    async fn a_paused_process_has_every_thread_stopped() {
+        let log = std::env::temp_dir().join(format!("lease-test-yes-{}.log", std::process::id()));
+        // A process that never sleeps: stopped only by the signal.
+        let mut process = LocalProcess::spawn(
+            "sh",
+            vec!["-c".into(), "while :; do :; done".into()],
+            log.clone(),
+        )
+        .unwrap();
+        process.pause().await.unwrap();
+        let pid = process.child.as_ref().unwrap().id();
+        assert_eq!(all_stopped(pid), Ok(true));
+        process.resume().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(all_stopped(pid), Ok(false), "resumed, it runs again");
+        process.kill();
         let _ = std::fs::remove_file(log);
     }
 }

@@ -249,7 +249,7 @@ impl RedisServer {
     pub async fn pause(&self) -> Result<(), ServerError> {
         match &self.backing {
             Backing::External => Err("an external server cannot be paused".to_owned().into()),
-            Backing::Local { process, .. } => process.signal("STOP").map_err(Into::into),
+            Backing::Local { process, .. } => process.pause().await.map_err(Into::into),
             Backing::Container(container) => container
                 .pause()
                 .await
@@ -264,7 +264,7 @@ impl RedisServer {
     pub async fn resume(&self) -> Result<(), ServerError> {
         match &self.backing {
             Backing::External => Err("an external server cannot be resumed".to_owned().into()),
-            Backing::Local { process, .. } => process.signal("CONT").map_err(Into::into),
+            Backing::Local { process, .. } => process.resume().map_err(Into::into),
             Backing::Container(container) => container
                 .unpause()
                 .await
