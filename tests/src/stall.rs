@@ -30,6 +30,11 @@ pub struct Stalled {
     /// the machine (the server or this process short of CPU), which
     /// starves the test as surely as a runtime kept from running.
     pub slow_before: Duration,
+    /// The slowest answer of the server, asked directly (not through the
+    /// store under test or the fault) to inspect a key every 100 ms,
+    /// outside the stall: a server short of CPU on a busy machine renews
+    /// late for every backend alike.
+    pub server_slow: Duration,
     /// Tries made: a second, with twice the TTL, after a first that lost
     /// leases while starved.
     pub tries: u32,
@@ -39,7 +44,7 @@ impl Stalled {
     /// Whether the runner was starved enough to lose leases by itself: a
     /// stall of a twelfth of the TTL eats most of a renewal's margin.
     fn starved(&self) -> bool {
-        self.starved.max(self.slow_before) >= self.ttl / 12
+        self.starved.max(self.slow_before).max(self.server_slow) >= self.ttl / 12
     }
 
     /// Asserts the stall was felt (a renewal call waited on it; they take
@@ -51,17 +56,18 @@ impl Stalled {
     pub fn assert_survived(&self) {
         assert!(
             self.lost == 0 || !self.starved(),
-            "INCONCLUSIVE: {} leases lost while this test's runtime was kept from running for up to {:?}, or before any fault with renewal calls as slow as {:?} (TTL {:?}, try {}): the machine starved the test; nothing is said about the backend. {self:?}",
+            "INCONCLUSIVE: {} leases lost while this test's runtime was kept from running for up to {:?}, or before any fault with renewal calls as slow as {:?}, or with the server taking {:?} to answer directly outside the stall (TTL {:?}, try {}): the machine starved the test; nothing is said about the backend. {self:?}",
             self.lost,
             self.starved,
             self.slow_before,
+            self.server_slow,
             self.ttl,
             self.tries
         );
         assert_eq!(
             self.lost,
             0,
-            "leases lost that did not have to be, the runtime never kept from running for {:?} or more, nor a call that slow before the stall: {self:?}",
+            "leases lost that did not have to be, the runtime never kept from running for {:?} or more, nor a call that slow before the stall, nor the server that slow to answer directly: {self:?}",
             self.ttl / 12
         );
         assert!(
@@ -75,7 +81,9 @@ impl Stalled {
     }
 }
 
-/// Holds `n` leases of `ttl` with one leaser on `store`, stalls the server
+/// Holds `n` leases of `ttl` with one leaser on `store` (`direct`: another
+/// store on the same server, not through any fault, to time the server's
+/// answers), stalls the server
 /// with `stall(length)` for a third of the TTL while renewals are due, lets
 /// it go with `resume`, watches two more renewal periods, and releases
 /// them all. A try that lost leases while this process was starved is
@@ -87,6 +95,7 @@ impl Stalled {
 /// fault.
 pub async fn hold_through_a_stall<S, R>(
     store: DynLeaseStore,
+    direct: DynLeaseStore,
     n: usize,
     ttl: Duration,
     stall: impl Fn(Duration) -> S,
@@ -98,14 +107,15 @@ where
 {
     let lag = Lag::default();
     let ticker = tokio::spawn(lag.clone().tick_in(lag.register()));
-    let mut seen = try_once(&store, n, ttl, &lag, &stall, &resume).await;
+    let mut seen = try_once(&store, &direct, n, ttl, &lag, &stall, &resume).await;
     if seen.lost > 0 && seen.starved() {
         eprintln!(
-            "{} of {} leases lost while the runtime was starved for {:?} (calls before the stall: up to {:?}): trying again with a TTL of {:?}{}",
+            "{} of {} leases lost while the runtime was starved for {:?} (calls before the stall: up to {:?}; the server's direct answers: up to {:?}): trying again with a TTL of {:?}{}",
             seen.lost,
             seen.held,
             seen.starved,
             seen.slow_before,
+            seen.server_slow,
             ttl * 2,
             if seen.slow_before >= ttl / 12 {
                 ", a quarter of the leases"
@@ -119,7 +129,7 @@ where
         } else {
             n
         };
-        seen = try_once(&store, n, ttl * 2, &lag, &stall, &resume).await;
+        seen = try_once(&store, &direct, n, ttl * 2, &lag, &stall, &resume).await;
         seen.tries = 2;
     }
     ticker.abort();
@@ -128,6 +138,7 @@ where
 
 async fn try_once<S, R>(
     store: &DynLeaseStore,
+    direct: &DynLeaseStore,
     n: usize,
     ttl: Duration,
     lag: &Lag,
@@ -141,6 +152,8 @@ where
     let leaser = Leaser::new(store.clone(), Holder::unique("stall").expect("valid"), ttl);
     let leases = acquire_all(&leaser, &format!("stall/{}", rand::random::<u32>()), n).await;
     let from = Instant::now();
+    let answers = Answers::default();
+    let prober = tokio::spawn(answers.clone().probe(direct.clone(), ttl));
     // Two renewal periods of steady state, then the stall.
     tokio::time::sleep(ttl * 2 / 3).await;
     let before = leaser.stats();
@@ -151,8 +164,10 @@ where
         eprintln!("lost before the stall: {before:?}");
         let lost = leases.iter().filter(|l| l.is_lost()).count();
         let starved = lag.worst(from, Instant::now());
+        prober.abort();
         release_all(leases).await;
         return Stalled {
+            server_slow: answers.slowest_outside(None),
             slow_before: before.longest_call,
             stats: before,
             lost,
@@ -162,16 +177,21 @@ where
             tries: 1,
         };
     }
+    let stall_began = Instant::now();
     stall(ttl / 3).await;
     let stalled = Instant::now();
     tokio::time::sleep(ttl / 3).await;
     resume().await;
+    let stall_ended = Instant::now();
     eprintln!("stalled for {:?}", stalled.elapsed());
     tokio::time::sleep(ttl * 2 / 3).await;
     let stats = leaser.stats();
     let lost = leases.iter().filter(|l| l.is_lost()).count();
     let starved = lag.worst(from, Instant::now());
     eprintln!("the runtime was kept from running for up to {starved:?}");
+    prober.abort();
+    let server_slow = answers.slowest_outside(Some((stall_began, stall_ended)));
+    eprintln!("the server answered directly within {server_slow:?} outside the stall");
     release_all(leases).await;
     Stalled {
         stats,
@@ -180,7 +200,43 @@ where
         held: n,
         starved,
         slow_before: Duration::ZERO,
+        server_slow,
         tries: 1,
+    }
+}
+
+/// When each direct inspect of the server was sent, and how long it took.
+#[derive(Clone, Default)]
+struct Answers(std::sync::Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>);
+
+impl Answers {
+    /// Inspects a key on `direct` every 100 ms, noting each answer's time
+    /// (at most `limit` each), until aborted.
+    async fn probe(self, direct: DynLeaseStore, limit: Duration) {
+        let key = LeaseKey::new("stall/probe").expect("valid");
+        loop {
+            let sent = Instant::now();
+            let _ = tokio::time::timeout(limit, direct.inspect(&key)).await;
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((sent, sent.elapsed()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The slowest answer of those not under way during `window`.
+    fn slowest_outside(&self, window: Option<(Instant, Instant)>) -> Duration {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(sent, took)| {
+                window.is_none_or(|(from, to)| *sent + *took < from || *sent > to)
+            })
+            .map(|(_, took)| *took)
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -235,6 +291,7 @@ mod tests {
             held: 10_000,
             starved,
             slow_before: Duration::ZERO,
+            server_slow: Duration::ZERO,
             tries: 2,
         }
     }
@@ -256,6 +313,13 @@ mod tests {
             ..seen(3, Duration::from_millis(60))
         };
         let starved = verdict(&slow).expect("not a pass");
+        assert!(starved.starts_with("INCONCLUSIVE"), "{starved}");
+        // The server, asked directly outside the stall, slow to answer.
+        let slow_server = Stalled {
+            server_slow: Duration::from_millis(700),
+            ..seen(3, Duration::from_millis(60))
+        };
+        let starved = verdict(&slow_server).expect("not a pass");
         assert!(starved.starts_with("INCONCLUSIVE"), "{starved}");
         let broken = verdict(&seen(3, Duration::from_millis(60))).expect("not a pass");
         assert!(

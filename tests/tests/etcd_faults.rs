@@ -360,6 +360,7 @@ async fn ten_thousand_leases_outlive_replies_delayed_for_a_third_of_the_ttl() {
     };
     let seen = lease_tests::hold_through_a_stall(
         Arc::new(store.clone()),
+        Arc::new(rig.b.clone()),
         10_000,
         ttl,
         |length| {

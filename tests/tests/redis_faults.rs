@@ -590,9 +590,11 @@ async fn ten_thousand_leases_outlive_a_frozen_server() {
         return;
     };
     let store: DynLeaseStore = Arc::new(connect(server.url(), |c| c).await);
+    let direct: DynLeaseStore = Arc::new(connect(server.url(), |c| c).await);
     let ttl = Duration::from_secs(6);
     let seen = lease_tests::hold_through_a_stall(
         store,
+        direct,
         10_000,
         ttl,
         |_| async { server.pause().await.expect("pause") },
