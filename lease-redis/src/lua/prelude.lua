@@ -89,12 +89,18 @@ local function string_kind(key)
   return kind == 'none' or kind == 'string', kind
 end
 
--- The value at key when it is `own`, the fence's record as the client
--- writes it (followed by a renewal's stamp, once renewed): then the fence
--- holds the live grant. Else false. Nothing is parsed.
+-- Whether `value`, what a GET or MGET read of a record, is `own`, the
+-- fence's record as the client writes it, or `own` followed by a
+-- renewal's stamp (once renewed): then the fence holds the live grant.
+-- Nothing is parsed.
+local function owns(value, own)
+  return value == own or (type(value) == 'string' and string.sub(value, 1, #own + 1) == own .. '\n')
+end
+
+-- The value at key when the fence `own` holds it (see owns), else false.
 local function own_value(key, own)
   local value = redis.pcall('GET', key)
-  if value == own or (type(value) == 'string' and string.sub(value, 1, #own + 1) == own .. '\n') then
+  if owns(value, own) then
     return value
   end
   return false

@@ -1,7 +1,7 @@
 -- release_many: a batch of releases, each as release.lua would alone.
 -- KEYS[i]  the i-th lease record
 -- ARGV[1]  the channel
--- ARGV[2i], ARGV[2i + 1]  the i-th fence's record (see is_own in the
+-- ARGV[2i], ARGV[2i + 1]  the i-th fence's record (see owns in the
 --   prelude) and its lease key
 -- Replies one integer per release, in order: 1 when released, 0 when there
 -- was nothing to release. The released lease keys are published in one
@@ -11,7 +11,7 @@ local done, released, messages, replies = {}, {}, {}, {}
 for i = 1, #KEYS do
   local key = KEYS[i]
   -- MGET answers nil for a key of another type: never a fence's record.
-  if values[i] == ARGV[2 * i] and not done[key] then
+  if owns(values[i], ARGV[2 * i]) and not done[key] then
     done[key] = true
     released[#released + 1] = key
     messages[#messages + 1] = ARGV[2 * i + 1]
