@@ -3,7 +3,7 @@
 //! same store without a flaw passes everything, so the failures come from
 //! the flaws, not from the test double.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,6 +96,10 @@ flaws! {
     /// batch that pairs replies with the wrong callers would.
     ClaimsMisrouted => misrouted_claims_are_caught: ["concurrent_claims_of_many_keys_each_get_their_own_grant"];
     ReleaseNotAtomic => non_atomic_release_is_caught: ["concurrent_releases_release_once"];
+    /// Releases made beside another (one shared call, as a batching
+    /// client sends them) compare the record as first claimed: a grant
+    /// renewed since is left to run out its TTL.
+    SharedReleaseMissesRenewed => a_shared_release_missing_renewed_grants_is_caught: ["concurrent_releases_of_renewed_grants_free_every_key"];
     RenewNotAtomic => non_atomic_renew_is_caught: ["renewals_racing_a_takeover_never_undo_it"];
     MarkerPutNotAtomic => non_atomic_marker_put_is_caught: ["concurrent_marker_puts_keep_one_value"];
     GuardedWriteNotAtomic => non_atomic_guarded_write_is_caught: ["guarded_writes_stop_at_a_takeover"];
@@ -204,6 +208,8 @@ struct State {
     writes: HashMap<LeaseKey, u64>,
     /// When each grant's first TTL ends, for the stale listing.
     first_expiry: HashMap<(LeaseKey, u64), Instant>,
+    /// Grants renewed since their claim, for the shared release.
+    renewed: HashSet<(LeaseKey, u64)>,
 }
 
 /// A small store of its own, correct unless told otherwise.
@@ -221,6 +227,8 @@ struct Flawed {
     renewals: AtomicU64,
     /// What inspect read, and when, for the caching flaw.
     inspected: Mutex<HashMap<LeaseKey, (Instant, Option<LeaseRecord>)>>,
+    /// Releases under way, for the shared release.
+    releasing: AtomicU64,
 }
 
 impl Flawed {
@@ -249,6 +257,15 @@ impl Flawed {
             tokio::time::sleep(GAP).await;
         }
         live
+    }
+
+    /// For the shared release: whether another release was under way
+    /// while this one waited a batch's gathering time.
+    async fn shared_release(&self) -> bool {
+        let before = self.releasing.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(GAP).await;
+        let after = self.releasing.fetch_sub(1, Ordering::SeqCst);
+        before > 0 || after > 1
     }
 
     /// The key as this store files it.
@@ -427,6 +444,7 @@ impl Flawed {
                 {
                     now.expires_at = now.expires_at.max(rec.expires_at);
                 }
+                state.renewed.insert((fence.key.clone(), fence.token.0));
                 // It reports the TTL asked for, whatever it did.
                 Ok(Grant { ttl, ..grant })
             }
@@ -626,6 +644,12 @@ impl LeaseStore for Flawed {
     }
 
     async fn release(&self, fence: &Fence) -> Result<bool, LeaseError> {
+        if self.has(Flaw::SharedReleaseMissesRenewed) && self.shared_release().await {
+            let state = self.state.lock().unwrap();
+            if state.renewed.contains(&(fence.key.clone(), fence.token.0)) {
+                return Ok(false);
+            }
+        }
         let now = Instant::now();
         if self.has(Flaw::ReleaseNotAtomic) && self.checked_then_gap(fence).await {
             self.state
@@ -1075,6 +1099,7 @@ impl Factory for FlawedFactory {
             misrouted: Mutex::default(),
             renewals: AtomicU64::new(0),
             inspected: Mutex::default(),
+            releasing: AtomicU64::new(0),
         };
         let store = Arc::new(face(false));
         let wire = match self.0 {

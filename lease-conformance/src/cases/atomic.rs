@@ -122,6 +122,32 @@ cases! {
         Ok(())
     }
 
+    /// Concurrent releases of many grants, some renewed since their claim, each end their own grant: every release says it released, and every key is free at once.
+    #[rule(ReleaseOnlyTheCurrentGrant)]
+    async fn concurrent_releases_of_renewed_grants_free_every_key(s) {
+        let t = s.timing();
+        let mut fences = Vec::new();
+        for i in 0..RACERS {
+            let k = key(&format!("atomic/release-renewed/{i}"));
+            let grant = acquire(&*s.store, &k, &holder(&format!("racer-{i}"), "1"), t.long_ttl).await?.value;
+            for _ in 0..i % 3 {
+                s.store.renew(&grant.fence, t.long_ttl).await?;
+            }
+            fences.push(grant.fence);
+        }
+        let racers = fences.iter().map(|fence| {
+            let (store, fence) = (Arc::clone(&s.store), fence.clone());
+            tokio::spawn(async move { store.release(&fence).await })
+        });
+        let released = joined(join_all(racers).await)?.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for (i, (fence, released)) in fences.iter().zip(released).enumerate() {
+            ensure!(released, "the release of {} (renewed {} times, released beside {} others) said it released nothing", fence.key, i % 3, RACERS - 1);
+            let shown = s.store.inspect(&fence.key).await?;
+            ensure!(shown.is_none(), "{} still shows {shown:?} after its release", fence.key);
+        }
+        Ok(())
+    }
+
     /// A takeover racing the old holder's renewals wins for good: no renewal lands after it, none undoes it, and the old holder is refused afterwards.
     #[rule(RenewRefusesAllElse)]
     async fn renewals_racing_a_takeover_never_undo_it(s) {
