@@ -93,7 +93,7 @@ impl Client {
             ]);
         }
         let replies = self
-            .run::<Vec<Vec<Vec<u8>>>>(
+            .run::<Vec<Vec<u8>>>(
                 Op::Claim,
                 &first.key,
                 &self.scripts.claim_many,
@@ -106,7 +106,7 @@ impl Client {
             &batch,
             |r| &r.key,
             replies,
-            |_, reply| Ok(Reply(reply)),
+            |_, reply| Ok(Reply::lines(&reply)),
         )
     }
 
@@ -130,7 +130,9 @@ impl Client {
             ]);
         }
         let keys = [self.record_key(&request.key), self.floor_key.clone()];
-        self.script(op, &request.key, &self.scripts.claim, &keys, &args)
-            .await
+        let reply = self
+            .run::<Vec<u8>>(op, &request.key, &self.scripts.claim, &keys, &args)
+            .await?;
+        Ok(Reply::lines(&reply))
     }
 }

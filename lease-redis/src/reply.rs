@@ -1,6 +1,7 @@
 //! The record and reply codec: the record text a renewal or release sends
 //! (as `lua/prelude.lua` stores it), and reading script replies — tagged
-//! arrays of bulk strings — into records and errors.
+//! arrays of bulk strings, or (claims) one string of lines — into records
+//! and errors.
 
 use std::time::Duration;
 
@@ -68,6 +69,13 @@ pub(crate) enum Answer {
 }
 
 impl Reply {
+    /// A reply sent as one string, its fields one per line (claims: see
+    /// `claim_one` in `lua/prelude.lua`; none of their fields holds a line
+    /// break).
+    pub fn lines(text: &[u8]) -> Self {
+        Self(text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect())
+    }
+
     fn tag(&self) -> &[u8] {
         self.0.first().map_or(&[], Vec::as_slice)
     }
@@ -286,6 +294,29 @@ mod tests {
             reply(&["value", "\0x"]).answer(),
             Ok(Answer::Value(b"\0x".to_vec()))
         );
+    }
+
+    #[test]
+    fn a_reply_of_lines_is_its_fields() {
+        let holder = Holder::new("wörker 7", "boot #3").unwrap();
+        assert_eq!(
+            Reply::lines("held\nwörker 7\nboot #3\n7\n1500".as_bytes()).answer(),
+            Ok(Answer::Held {
+                holder,
+                token: FencingToken(7),
+                remaining: Duration::from_micros(1500),
+            })
+        );
+        assert_eq!(
+            Reply::lines(b"acquired\n42\n1").answer(),
+            Ok(Answer::Acquired {
+                token: FencingToken(42),
+                fresh: true,
+            })
+        );
+        let short = Reply::lines(b"acquired\n42").answer();
+        assert!(short.is_err_and(|e| e.contains("has no field 2")));
+        assert!(Reply::lines(b"").answer().is_err());
     }
 
     #[test]

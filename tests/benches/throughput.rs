@@ -264,7 +264,7 @@ async fn redis() {
             let (mut connection, scripts) = (connection.clone(), scripts.clone());
             Box::pin(async move {
                 let k = format!("{{bare}}:lease:bench/{n}");
-                let reply: Vec<String> = scripts
+                let reply: String = scripts
                     .0
                     .key(&k)
                     .key("{bare}:floor")
@@ -275,6 +275,7 @@ async fn redis() {
                     .invoke_async(&mut connection)
                     .await
                     .expect("claim script");
+                let reply: Vec<&str> = reply.split('\n').collect();
                 assert_eq!(reply[0], "acquired", "{k} is taken");
                 let released: i64 = scripts
                     .1

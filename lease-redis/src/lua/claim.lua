@@ -10,7 +10,7 @@
 -- of another type counts as missing.
 local values = redis.call('MGET', KEYS[1], KEYS[2])
 local f = read_floor(values[2])
-local reply = claim_one(KEYS[1], values[1] and parse_record(KEYS[1], values[1]), f, ARGV[4],
+local reply = claim_one(KEYS[1], values[1], f, ARGV[4],
   ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7])
 if f.now then
   redis.call('SET', KEYS[2], fmt(f.floor))

@@ -4,21 +4,20 @@
 -- ARGV[1]  the restart quarantine in ms (0: off)
 -- ARGV[3i - 1], ARGV[3i], ARGV[3i + 1]  the i-th claim: holder id,
 --   incarnation and TTL in ms
--- Replies one claim.lua reply per claim, in order.
+-- Replies one claim.lua reply (a string) per claim, in order.
 
 -- One read of every key (MGET: see claim.lua).
 local values = redis.call('MGET', unpack(KEYS))
 local f = read_floor(values[1])
--- Per key, the record an earlier claim of this batch left (false: none).
-local records, replies = {}, {}
+-- Per key, the value an earlier claim of this batch left (false: none).
+local now, replies = {}, {}
 for i = 1, #KEYS - 1 do
   local key, a = KEYS[i + 1], 3 * i - 1
-  local record = records[key]
-  if record == nil then
-    record = values[i + 1] and parse_record(key, values[i + 1]) or false
+  local value = now[key]
+  if value == nil then
+    value = values[i + 1]
   end
-  replies[i], record = claim_one(key, record, f, ARGV[1], ARGV[a], ARGV[a + 1], ARGV[a + 2])
-  records[key] = record or false
+  replies[i], now[key] = claim_one(key, value, f, ARGV[1], ARGV[a], ARGV[a + 1], ARGV[a + 2])
 end
 if f.now then
   redis.call('SET', KEYS[1], fmt(f.floor))
