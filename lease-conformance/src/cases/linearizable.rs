@@ -1,7 +1,10 @@
 //! Mixed workloads checked whole: several clients claim, renew, release
 //! and inspect a few keys at random, every call is recorded, and the
 //! history must be linearizable against the lease model
-//! ([`crate::history`]) — with and without network faults.
+//! ([`crate::history`]) — with and without network faults, and in bursts:
+//! every client calling at the same instant, so a store that coalesces
+//! concurrent calls (one script call or transaction for many) decides
+//! them together, where bugs of shared calls live.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,16 +20,93 @@ use crate::{CaseError, Subject};
 
 /// Clients in a workload.
 const CLIENTS: u32 = 6;
-/// Keys they share.
+/// Keys they share: few, so that they contend.
 const KEYS: usize = 3;
+/// Keys they share in bursts: many, so that each client holds some and
+/// its calls of a burst are mostly on keys of its own, as the many calls
+/// a coalescing store shares a server call between are.
+const BURST_KEYS: usize = 4 * CLIENTS as usize;
+
+/// When a client makes its next call, and of what kind.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// After a random pause of up to an eighth of the TTL, of a kind
+    /// each client rolls for itself.
+    Random,
+    /// At the next tick of a clock every client shares (one every
+    /// sixteenth of the TTL from `start`), of a kind all clients share
+    /// (rolled from `seed` and the tick): all clients claim at once, or
+    /// all renew, all release, all inspect. A store that coalesces calls
+    /// of one kind sends most of a burst in one shared call.
+    Bursts { start: Instant, seed: u64 },
+}
+
+impl Pace {
+    fn bursts() -> Self {
+        Self::Bursts {
+            start: Instant::now(),
+            seed: rand::random(),
+        }
+    }
+
+    /// The kind of the call at `tick` (see `client_loop`).
+    fn roll(self, tick: u64) -> u32 {
+        match self {
+            Self::Random => rand::random_range(0..100),
+            Self::Bursts { seed, .. } => {
+                let mixed = (seed ^ tick).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                ((mixed >> 32) % 100) as u32
+            }
+        }
+    }
+
+    /// The key of the next call, whose kind `roll` decides: at random; in
+    /// bursts, a renewal or release (35..75) picks among the keys the
+    /// client holds, so that renewals and releases of live grants meet.
+    fn pick(self, roll: u32, fences: &[Option<Fence>]) -> usize {
+        let any = rand::random_range(0..fences.len());
+        if matches!(self, Self::Random) || !(35..75).contains(&roll) {
+            return any;
+        }
+        let held: Vec<usize> = (0..fences.len()).filter(|&k| fences[k].is_some()).collect();
+        if held.is_empty() {
+            any
+        } else {
+            held[rand::random_range(0..held.len())]
+        }
+    }
+
+    fn keys(self) -> usize {
+        match self {
+            Self::Random => KEYS,
+            Self::Bursts { .. } => BURST_KEYS,
+        }
+    }
+
+    /// Waits until the next call is due; gives the tick it is due at.
+    async fn wait(self, ttl: Duration) -> u64 {
+        match self {
+            Self::Random => {
+                let pause = ttl.as_micros() as u64 / 8;
+                tokio::time::sleep(Duration::from_micros(rand::random_range(0..=pause))).await;
+                0
+            }
+            Self::Bursts { start, .. } => {
+                let tick = ttl / 16;
+                let ticks = (start.elapsed().as_nanos() / tick.as_nanos().max(1)) as u32 + 1;
+                tokio::time::sleep_until(start + tick * ticks).await;
+                u64::from(ticks)
+            }
+        }
+    }
+}
 
 /// Runs `CLIENTS` clients over `stores` (client `i` on `stores[i % n]`)
-/// for `runs`, with `ttl`, and checks what they saw.
+/// for `runs`, with `ttl`, at `pace`, and checks what they saw.
 async fn mixed_workload(
     s: &Subject,
     stores: Vec<DynLeaseStore>,
-    ttl: Duration,
-    runs: Duration,
+    (ttl, runs, pace): (Duration, Duration, Pace),
     during: impl Future<Output = ()>,
 ) -> Result<(), CaseError> {
     let recorder = Arc::new(Recorder::new(
@@ -37,7 +117,9 @@ async fn mixed_workload(
         .map(|client| {
             let store = stores[client as usize % stores.len()].clone();
             let recorder = recorder.clone();
-            tokio::spawn(async move { client_loop(&*store, &recorder, client, ttl, until).await })
+            tokio::spawn(async move {
+                client_loop(&*store, &recorder, client, (ttl, pace), until).await
+            })
         })
         .collect();
     during.await;
@@ -54,8 +136,9 @@ async fn mixed_workload(
             history.calls.len()
         ))),
         Err((violation, saved)) => Err(CaseError::Failed(format!(
-            "{} calls by {CLIENTS} clients over {KEYS} keys (TTL {ttl:?}) are not linearizable: {violation}\n{saved}",
-            history.calls.len()
+            "{} calls by {CLIENTS} clients over {} keys (TTL {ttl:?}) are not linearizable: {violation}\n{saved}",
+            history.calls.len(),
+            pace.keys()
         ))),
     }
 }
@@ -65,16 +148,19 @@ async fn client_loop(
     store: &dyn lease_core::LeaseStore,
     recorder: &Recorder,
     client: u32,
-    ttl: Duration,
+    (ttl, pace): (Duration, Pace),
     until: Instant,
 ) -> Result<(), CaseError> {
     let mut life = 1;
     let mut me = holder(&format!("c{client}"), "1");
-    let keys: Vec<_> = (0..KEYS).map(|k| key(&format!("mixed/{k}"))).collect();
-    let mut fences: Vec<Option<Fence>> = vec![None; KEYS];
+    let keys: Vec<_> = (0..pace.keys())
+        .map(|k| key(&format!("mixed/{k}")))
+        .collect();
+    let mut fences: Vec<Option<Fence>> = vec![None; keys.len()];
+    let mut tick = pace.wait(ttl).await;
     while Instant::now() < until {
-        let k = rand::random_range(0..KEYS);
-        let roll = rand::random_range(0..100);
+        let roll = pace.roll(tick);
+        let k = pace.pick(roll, &fences);
         match (roll, &fences[k]) {
             (0..35, _) => {
                 if let Some(Claim::Acquired(grant)) =
@@ -106,8 +192,7 @@ async fn client_loop(
                 let _ = recorder.inspect(store, client, &keys[k]).await;
             }
         }
-        let pause = ttl.as_micros() as u64 / 8;
-        tokio::time::sleep(Duration::from_micros(rand::random_range(0..=pause))).await;
+        tick = pace.wait(ttl).await;
     }
     Ok(())
 }
@@ -117,7 +202,16 @@ cases! {
     #[rule(DeadlinesNeverOverlap, TokensIncrease, ClaimOwnGrant, RenewRefusesAllElse, ReleaseOnlyTheCurrentGrant, InspectShowsTheLiveGrant)]
     async fn a_mixed_workload_is_linearizable(s) {
         let t = s.timing();
-        mixed_workload(s, vec![s.store.clone()], t.ttl, t.ttl * 4, async {}).await
+        let run = (t.ttl, t.ttl * 4, Pace::Random);
+        mixed_workload(s, vec![s.store.clone()], run, async {}).await
+    }
+
+    /// The same mixed workload in bursts: sixteen times a TTL every client makes a call of the same kind at the same instant (all claim, all renew, all release or all inspect), mostly on keys of its own, so that a store coalescing concurrent calls decides each burst in shared calls; the history must still be linearizable.
+    #[rule(DeadlinesNeverOverlap, TokensIncrease, ClaimOwnGrant, RenewRefusesAllElse, ReleaseOnlyTheCurrentGrant, InspectShowsTheLiveGrant)]
+    async fn a_bursty_mixed_workload_is_linearizable(s) {
+        let t = s.timing();
+        let run = (t.ttl, t.ttl * 4, Pace::bursts());
+        mixed_workload(s, vec![s.store.clone()], run, async {}).await
     }
 
     /// The same mixed workload with half the clients through a fault proxy that loses and delays replies, holds requests and delivers them late after a reset, and resets connections: calls without a reply may take effect at any time or never, and the history must still be linearizable.
@@ -153,6 +247,7 @@ cases! {
             }
             net.proxy.heal();
         };
-        mixed_workload(s, vec![s.store.clone(), net.a.clone()], ttl, runs, chaos).await
+        let run = (ttl, runs, Pace::Random);
+        mixed_workload(s, vec![s.store.clone(), net.a.clone()], run, chaos).await
     }
 }
