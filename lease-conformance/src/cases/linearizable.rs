@@ -197,6 +197,43 @@ async fn client_loop(
     Ok(())
 }
 
+/// The mixed workload at `pace`, half the clients through a fault proxy
+/// that loses and delays replies, holds requests and delivers them late
+/// after a reset, and freezes traffic, for four TTLs.
+async fn under_faults(s: &Subject, pace: Pace) -> Result<(), CaseError> {
+    let net = network(s).await?;
+    let ttl = net.ttl;
+    let timeout = call_timeout(ttl);
+    let runs = ttl * 4;
+    let chaos = async {
+        let until = Instant::now() + runs;
+        let mut late = Vec::new();
+        while Instant::now() < until {
+            let fault = match rand::random_range(0..5) {
+                0 => Fault::LoseReplies,
+                1 => Fault::DelayReplies(timeout / 2),
+                2 => Fault::HoldRequests,
+                3 => Fault::Freeze,
+                _ => Fault::None,
+            };
+            net.proxy.set(fault);
+            tokio::time::sleep(timeout).await;
+            if fault == Fault::HoldRequests {
+                late.extend(net.proxy.cut_held().await);
+            }
+            net.proxy.heal();
+            tokio::time::sleep(timeout / 2).await;
+            // Requests held earlier land now, late.
+            for request in late.drain(..) {
+                request.deliver(timeout).await;
+            }
+        }
+        net.proxy.heal();
+    };
+    let run = (ttl, runs, pace);
+    mixed_workload(s, vec![s.store.clone(), net.a.clone()], run, chaos).await
+}
+
 cases! {
     /// Six clients claim, renew, release and inspect three keys at random for a few TTLs, now and then crashing and coming back as new holders that leave their grants to expire; every call is recorded and the whole history must be linearizable against the lease model, with each call taking effect between its invocation and its reply and each grant ending between `sent + ttl` and `replied + ttl + slack`.
     #[rule(DeadlinesNeverOverlap, TokensIncrease, ClaimOwnGrant, RenewRefusesAllElse, ReleaseOnlyTheCurrentGrant, InspectShowsTheLiveGrant)]
@@ -218,36 +255,13 @@ cases! {
     #[needs(Network)]
     #[rule(DeadlinesNeverOverlap, TokensIncrease, BoundedByTheServer, LateRequestsAreHarmless)]
     async fn a_mixed_workload_under_faults_is_linearizable(s) {
-        let net = network(s).await?;
-        let ttl = net.ttl;
-        let timeout = call_timeout(ttl);
-        let runs = ttl * 4;
-        let chaos = async {
-            let until = Instant::now() + runs;
-            let mut late = Vec::new();
-            while Instant::now() < until {
-                let fault = match rand::random_range(0..5) {
-                    0 => Fault::LoseReplies,
-                    1 => Fault::DelayReplies(timeout / 2),
-                    2 => Fault::HoldRequests,
-                    3 => Fault::Freeze,
-                    _ => Fault::None,
-                };
-                net.proxy.set(fault);
-                tokio::time::sleep(timeout).await;
-                if fault == Fault::HoldRequests {
-                    late.extend(net.proxy.cut_held().await);
-                }
-                net.proxy.heal();
-                tokio::time::sleep(timeout / 2).await;
-                // Requests held earlier land now, late.
-                for request in late.drain(..) {
-                    request.deliver(timeout).await;
-                }
-            }
-            net.proxy.heal();
-        };
-        let run = (ttl, runs, Pace::Random);
-        mixed_workload(s, vec![s.store.clone(), net.a.clone()], run, chaos).await
+        under_faults(s, Pace::Random).await
+    }
+
+    /// The bursty mixed workload under the same faults: calls of one kind made at once, half of them through the proxy, so shared calls are cut, lost and delivered late as a whole; the history must still be linearizable.
+    #[needs(Network)]
+    #[rule(DeadlinesNeverOverlap, TokensIncrease, BoundedByTheServer, LateRequestsAreHarmless)]
+    async fn a_bursty_mixed_workload_under_faults_is_linearizable(s) {
+        under_faults(s, Pace::bursts()).await
     }
 }
