@@ -83,11 +83,6 @@ local function held(record)
   return { 'held', record.holder, record.incarnation, record.token_text, fmt(record.left * 1000) }
 end
 
--- held(record) as a claim replies it: its fields one per line.
-local function held_lines(record)
-  return 'held\n' .. record.holder .. '\n' .. record.incarnation .. '\n' .. record.token_text .. '\n' .. fmt(record.left * 1000)
-end
-
 -- Refuses a key that holds something other than a plain string.
 local function string_kind(key)
   local kind = redis.call('TYPE', key)['ok']
@@ -192,8 +187,9 @@ end
 -- reply is one line per field in one string, which costs a batch less to
 -- return than a table per claim: 'acquired\nTOKEN\n1' for a fresh grant,
 -- 'acquired\nTOKEN\n0' for the holder's own live grant refreshed,
--- held_lines(record) when busy, 'quarantined\nMICROSECONDS_LEFT' when no
--- fresh grant may be made yet. `f` is the floor (read_floor);
+-- held(record) when busy, quarantined(ms left) when no fresh grant may
+-- be made yet, those two joined into lines (busy claims are the rare
+-- path; the fields are listed once, in held and quarantined). `f` is the floor (read_floor);
 -- `quarantine_ms` as quarantine_left takes it.
 local function claim_one(key, value, f, quarantine_ms, holder, incarnation, ttl, o_id, o_inc, o_token)
   local record = value and parse_record(key, value)
@@ -205,7 +201,7 @@ local function claim_one(key, value, f, quarantine_ms, holder, incarnation, ttl,
       return 'acquired\n' .. record.token_text .. '\n0', value
     end
     if not o_id or not is_fence(record, o_id, o_inc, o_token) then
-      return held_lines(record), value
+      return table.concat(held(record), '\n'), value
     end
   end
   -- Free, corrupt, or the observed grant: a fresh grant, above the floor,
@@ -216,7 +212,7 @@ local function claim_one(key, value, f, quarantine_ms, holder, incarnation, ttl,
     f.left = quarantine_left(f.value, quarantine_ms) or false
   end
   if f.left then
-    return 'quarantined\n' .. fmt(f.left * 1000), value
+    return table.concat(quarantined(f.left), '\n'), value
   end
   f.now = f.now or now_us()
   local last = 0
