@@ -6,6 +6,7 @@
 //! concurrent calls (one script call or transaction for many) decides
 //! them together, where bugs of shared calls live.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,13 @@ const KEYS: usize = 3;
 /// its calls of a burst are mostly on keys of its own, as the many calls
 /// a coalescing store shares a server call between are.
 const BURST_KEYS: usize = 4 * CLIENTS as usize;
+
+/// The kinds of call, by a roll of 0..100: claims, renewals, releases,
+/// crashes; the rest are inspects.
+const CLAIM: Range<u32> = 0..35;
+const RENEW: Range<u32> = 35..60;
+const RELEASE: Range<u32> = 60..75;
+const CRASH: Range<u32> = 75..79;
 
 /// When a client makes its next call, and of what kind.
 #[derive(Clone, Copy)]
@@ -61,11 +69,11 @@ impl Pace {
     }
 
     /// The key of the next call, whose kind `roll` decides: at random; in
-    /// bursts, a renewal or release (35..75) picks among the keys the
-    /// client holds, so that renewals and releases of live grants meet.
+    /// bursts, a renewal or release picks among the keys the client holds,
+    /// so that renewals and releases of live grants meet.
     fn pick(self, roll: u32, fences: &[Option<Fence>]) -> usize {
         let any = rand::random_range(0..fences.len());
-        if matches!(self, Self::Random) || !(35..75).contains(&roll) {
+        if matches!(self, Self::Random) || !(RENEW.contains(&roll) || RELEASE.contains(&roll)) {
             return any;
         }
         let held: Vec<usize> = (0..fences.len()).filter(|&k| fences[k].is_some()).collect();
@@ -162,25 +170,25 @@ async fn client_loop(
         let roll = pace.roll(tick);
         let k = pace.pick(roll, &fences);
         match (roll, &fences[k]) {
-            (0..35, _) => {
+            (r, _) if CLAIM.contains(&r) => {
                 if let Some(Claim::Acquired(grant)) =
                     recorder.claim(store, client, &keys[k], &me, ttl).await?
                 {
                     fences[k] = Some(grant.fence);
                 }
             }
-            (35..60, Some(fence)) => {
+            (r, Some(fence)) if RENEW.contains(&r) => {
                 let fence = fence.clone();
                 if recorder.renew(store, client, &fence, ttl).await?.is_none() {
                     fences[k] = None;
                 }
             }
-            (60..75, Some(fence)) => {
+            (r, Some(fence)) if RELEASE.contains(&r) => {
                 let fence = fence.clone();
                 recorder.release(store, client, &fence).await?;
                 fences[k] = None;
             }
-            (75..79, _) => {
+            (r, _) if CRASH.contains(&r) => {
                 // The client crashes and restarts as a new holder: what it
                 // held is left to expire, and others may claim it after.
                 life += 1;
